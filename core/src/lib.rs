@@ -1,0 +1,22 @@
+//! anyk's sans-IO core. Everything here is a plain function of plain data, shared by the operator,
+//! the parameter server, the workers and the command line, and tested without a network or cluster.
+//!
+//! - [`layout`]: where the r copies of the m blocks live, so that any k of n workers cover all blocks.
+//! - [`coverage`]: how many more workers may be lost right now.
+//! - [`repair`]: a new layout after losses (only lost copies move) or joins (minimal moves).
+//! - [`aggregate`]: exact, order-independent reduction of one step's per-block gradients.
+//! - [`optimizer`], [`minibatch`], [`checkpoint`], [`digest`]: the deterministic training arithmetic.
+
+pub mod aggregate;
+pub mod checkpoint;
+pub mod coverage;
+pub mod digest;
+pub mod layout;
+pub mod minibatch;
+pub mod optimizer;
+pub mod repair;
+pub mod tensor_bytes;
+
+pub use coverage::{Coverage, verify};
+pub use layout::{Layout, PlanError, Scheme, plan};
+pub use repair::{Move, RepairError, rebalance, repair};

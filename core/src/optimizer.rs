@@ -1,0 +1,84 @@
+//! Optimizers on flat f32 parameter vectors. Plain Rust arithmetic in a fixed order, so the
+//! parameter server's update is deterministic and checkpointable without libtorch.
+
+use serde::{Deserialize, Serialize};
+
+/// Which update rule and its hyperparameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum OptimizerConfig {
+    Sgd { lr: f32, momentum: f32 },
+    Adam { lr: f32, beta1: f32, beta2: f32, eps: f32 },
+}
+
+impl OptimizerConfig {
+    pub fn adam(lr: f32) -> Self {
+        Self::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+    }
+
+    pub fn sgd(lr: f32, momentum: f32) -> Self {
+        Self::Sgd { lr, momentum }
+    }
+}
+
+/// An optimizer with its state (momentum buffer, or Adam moments and step count).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Optimizer {
+    pub config: OptimizerConfig,
+    pub updates: u64,
+    pub first_moment: Vec<f32>,
+    pub second_moment: Vec<f32>,
+}
+
+impl Optimizer {
+    pub fn new(config: OptimizerConfig, params: usize) -> Self {
+        let second = if matches!(config, OptimizerConfig::Adam { .. }) { params } else { 0 };
+        Self { config, updates: 0, first_moment: vec![0.0; params], second_moment: vec![0.0; second] }
+    }
+
+    /// Applies one update to `params` with the aggregated `gradient`.
+    pub fn apply(&mut self, params: &mut [f32], gradient: &[f32]) {
+        self.updates += 1;
+        match self.config {
+            OptimizerConfig::Sgd { lr, momentum } => {
+                for ((p, g), v) in params.iter_mut().zip(gradient).zip(&mut self.first_moment) {
+                    *v = momentum * *v + g;
+                    *p -= lr * *v;
+                }
+            }
+            OptimizerConfig::Adam { lr, beta1, beta2, eps } => {
+                let t = self.updates as i32;
+                let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
+                let moments = self.first_moment.iter_mut().zip(&mut self.second_moment);
+                for ((p, g), (m, v)) in params.iter_mut().zip(gradient).zip(moments) {
+                    *m = beta1 * *m + (1.0 - beta1) * g;
+                    *v = beta2 * *v + (1.0 - beta2) * g * g;
+                    *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sgd_with_momentum_accumulates_velocity() {
+        let mut opt = Optimizer::new(OptimizerConfig::sgd(0.1, 0.9), 1);
+        let mut p = vec![1.0];
+        opt.apply(&mut p, &[1.0]);
+        assert!((p[0] - 0.9).abs() < 1e-6);
+        opt.apply(&mut p, &[1.0]);
+        assert!((p[0] - (0.9 - 0.1 * 1.9)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn adam_first_step_moves_by_lr_in_sign_direction() {
+        let mut opt = Optimizer::new(OptimizerConfig::adam(0.01), 2);
+        let mut p = vec![0.0, 0.0];
+        opt.apply(&mut p, &[3.0, -0.5]);
+        assert!((p[0] + 0.01).abs() < 1e-5 && (p[1] - 0.01).abs() < 1e-5, "{p:?}");
+    }
+}

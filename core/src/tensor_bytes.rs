@@ -1,0 +1,32 @@
+//! Flat f32 vectors on the wire and on disk: little-endian bytes, 4 per value.
+
+/// Encodes values as little-endian bytes.
+pub fn to_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{len} bytes is not a whole number of 4-byte f32 values")]
+pub struct RaggedBytes {
+    pub len: usize,
+}
+
+/// Decodes little-endian f32 bytes.
+pub fn from_bytes(bytes: &[u8]) -> Result<Vec<f32>, RaggedBytes> {
+    if bytes.len() % 4 != 0 {
+        return Err(RaggedBytes { len: bytes.len() });
+    }
+    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_every_bit() {
+        let v = vec![1.5, -0.0, f32::MIN_POSITIVE, 3.0e38];
+        assert_eq!(from_bytes(&to_bytes(&v)).unwrap(), v);
+        assert_eq!(from_bytes(&[0, 1, 2]), Err(RaggedBytes { len: 3 }));
+    }
+}

@@ -1,0 +1,24 @@
+//! Transport settings every anyk endpoint shares. Gradients and parameters are whole-model
+//! tensors: the 4 MiB tonic default would refuse any real model, and the default 64 KiB HTTP/2
+//! windows cap loopback throughput far below what `bytes` fields can do.
+
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest message accepted or sent (a model of 64M f32 parameters). Deliberately raised from
+/// tonic's 4 MiB; the server takes a flag to lower it.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+pub const STREAM_WINDOW_BYTES: u32 = 16 << 20;
+pub const CONNECTION_WINDOW_BYTES: u32 = 64 << 20;
+
+/// A lazily connecting channel to an anyk server with the shared settings.
+pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(url.to_string())?
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .connect_lazy())
+}

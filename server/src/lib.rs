@@ -1,0 +1,72 @@
+//! anyk's parameter server: owns the parameters, optimizer state and step counter, aggregates
+//! each step at the first full cover of the blocks, checkpoints, and answers the operator.
+
+pub mod error;
+pub mod job;
+pub mod service;
+pub mod settings;
+pub mod store;
+pub mod tensor;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use anyk_proto::transport::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
+use anyk_proto::v1::{control_server::ControlServer, training_server::TrainingServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+pub use job::Job;
+pub use service::Shared;
+pub use settings::Settings;
+pub use store::CheckpointStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("failed to read checkpoints")]
+    Resume(#[from] store::StoreError),
+    #[error("failed to serve gRPC")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Builds the job, resuming from the newest checkpoint in `store` when there is one.
+pub fn load_job(settings: Settings, store: Option<&CheckpointStore>) -> Result<Job, ServeError> {
+    if let Some((path, ckpt)) = store.map(CheckpointStore::latest).transpose()?.flatten() {
+        tracing::info!(path = %path.display(), step = ckpt.step, "resuming from checkpoint");
+        return Ok(Job::resume(settings, ckpt, Instant::now()));
+    }
+    Ok(Job::new(settings))
+}
+
+/// Serves both services on `listener` until `shutdown` resolves, then writes a final checkpoint.
+pub async fn serve(
+    listener: TcpListener,
+    shared: std::sync::Arc<Shared>,
+    max_message_bytes: usize,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let training = TrainingServer::from_arc(std::sync::Arc::new(service::TrainingService(shared.clone())))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
+    let control = ControlServer::new(service::ControlService(shared.clone()))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
+    tonic::transport::Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .tcp_nodelay(true)
+        .add_service(training)
+        .add_service(control)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await?;
+    if let Err(status) = shared.save_checkpoint().await {
+        tracing::warn!(%status, "no checkpoint on shutdown");
+    }
+    Ok(())
+}
+
+/// Binds `addr` (port 0 picks a free one).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

@@ -1,0 +1,33 @@
+//! Checked conversion between wire tensors and f32 vectors.
+
+use anyk_core::tensor_bytes;
+use anyk_proto::v1::{DataType, Tensor};
+
+use crate::error::RequestError;
+
+/// Decodes a wire tensor of `want` f32 values, rejecting other dtypes, shapes and non-finite values.
+pub fn decode(tensor: Option<&Tensor>, want: usize) -> Result<Vec<f32>, RequestError> {
+    let tensor = tensor.ok_or(RequestError::MissingTensor)?;
+    if tensor.dtype != DataType::F32 as i32 {
+        return Err(RequestError::UnsupportedDtype(tensor.dtype));
+    }
+    if tensor.data.len() as u64 != tensor.length.saturating_mul(4) {
+        return Err(RequestError::RaggedTensor { length: tensor.length, bytes: tensor.data.len() });
+    }
+    if tensor.length != want as u64 {
+        return Err(RequestError::WrongLength { got: tensor.length, want: want as u64 });
+    }
+    let values = tensor_bytes::from_bytes(&tensor.data).expect("length checked above");
+    if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(RequestError::NotFinite { index, value });
+    }
+    Ok(values)
+}
+
+pub fn encode(values: &[f32]) -> Tensor {
+    Tensor {
+        dtype: DataType::F32 as i32,
+        length: values.len() as u64,
+        data: tensor_bytes::to_bytes(values).into(),
+    }
+}

@@ -1,0 +1,97 @@
+//! Block files written by `anyk data split`: `block-NNNNN.safetensors` with `x` (f32, [N, F]) and
+//! `y` (i64, [N]), a `test.safetensors`, and `manifest.json` with the shape of the data set.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("failed to read {path}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("failed to parse {path}")]
+    Manifest { path: PathBuf, source: serde_json::Error },
+    #[error("failed to load tensors from {path}")]
+    Tensors { path: PathBuf, source: tch::TchError },
+    #[error("{path} has no tensor named {name:?}")]
+    Missing { path: PathBuf, name: &'static str },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Manifest {
+    pub blocks: u32,
+    pub features: i64,
+    pub classes: i64,
+}
+
+pub fn manifest(dir: &Path) -> Result<Manifest, DataError> {
+    let path = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&path).map_err(|source| DataError::Read { path: path.clone(), source })?;
+    serde_json::from_str(&text).map_err(|source| DataError::Manifest { path, source })
+}
+
+pub fn block_path(dir: &Path, block: u32) -> PathBuf {
+    dir.join(format!("block-{block:05}.safetensors"))
+}
+
+/// Samples of one file, on the training device.
+pub struct Samples {
+    pub x: Tensor,
+    pub y: Tensor,
+}
+
+impl Samples {
+    pub fn load(path: &Path, device: Device) -> Result<Self, DataError> {
+        let tensors = Tensor::read_safetensors(path)
+            .map_err(|source| DataError::Tensors { path: path.to_path_buf(), source })?;
+        let mut by_name: HashMap<String, Tensor> = tensors.into_iter().collect();
+        let mut take = |name: &'static str| {
+            by_name.remove(name).ok_or_else(|| DataError::Missing { path: path.to_path_buf(), name })
+        };
+        Ok(Self {
+            x: take("x")?.to_kind(Kind::Float).to_device(device),
+            y: take("y")?.to_kind(Kind::Int64).to_device(device),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.y.size()[0] as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The rows at `indices`.
+    pub fn select(&self, indices: &[usize]) -> (Tensor, Tensor) {
+        let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+        let idx = Tensor::from_slice(&idx).to_device(self.x.device());
+        (self.x.index_select(0, &idx), self.y.index_select(0, &idx))
+    }
+}
+
+/// Blocks loaded so far; a layout change loads only the blocks that are new to this worker.
+#[derive(Default)]
+pub struct BlockCache {
+    blocks: HashMap<u32, Samples>,
+}
+
+impl BlockCache {
+    pub fn ensure(&mut self, dir: &Path, blocks: &[u32], device: Device) -> Result<usize, DataError> {
+        let mut loaded = 0;
+        for &b in blocks {
+            if !self.blocks.contains_key(&b) {
+                self.blocks.insert(b, Samples::load(&block_path(dir, b), device)?);
+                loaded += 1;
+            }
+        }
+        self.blocks.retain(|b, _| blocks.contains(b));
+        Ok(loaded)
+    }
+
+    pub fn get(&self, block: u32) -> Option<&Samples> {
+        self.blocks.get(&block)
+    }
+}

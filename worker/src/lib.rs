@@ -1,0 +1,8 @@
+//! anyk's training worker: computes one gradient per held block with tch (libtorch) on CPU or
+//! CUDA and streams each to the parameter server as soon as it is ready.
+
+pub mod data;
+pub mod evaluate;
+pub mod model;
+pub mod run;
+pub mod straggle;

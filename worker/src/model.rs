@@ -1,0 +1,124 @@
+//! Models a worker can train: the built-in MLP, or the user's own TorchScript file.
+//! Either way the parameters are seen as one flat f32 vector in a canonical order (sorted by
+//! name), which is what travels to and from the parameter server.
+
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor, nn, nn::Module};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("failed to load TorchScript model {path}")]
+    Load { path: String, source: tch::TchError },
+    #[error("failed to run the model")]
+    Torch(#[from] tch::TchError),
+    #[error("parameters have {got} values, the model has {want}")]
+    WrongLength { got: usize, want: usize },
+}
+
+/// Which model to build.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSpec {
+    /// Two-layer perceptron with a ReLU hidden layer.
+    Mlp { features: i64, hidden: i64, classes: i64 },
+    /// A TorchScript module whose `forward(x)` returns logits.
+    TorchScript(std::path::PathBuf),
+}
+
+pub enum Model {
+    Mlp { _vs: nn::VarStore, net: nn::Sequential, params: Vec<Tensor> },
+    Script { module: tch::CModule, params: Vec<Tensor> },
+}
+
+impl Model {
+    /// Builds the model on `device`. Built-in weights come from `seed`, drawn on the CPU so that
+    /// every worker, whatever its device, starts from the same parameters.
+    pub fn build(spec: &ModelSpec, seed: u64, device: Device) -> Result<Self, ModelError> {
+        match spec {
+            ModelSpec::Mlp { features, hidden, classes } => {
+                tch::manual_seed(seed as i64);
+                let mut vs = nn::VarStore::new(Device::Cpu);
+                let root = vs.root();
+                let net = nn::seq()
+                    .add(nn::linear(&root / "fc1", *features, *hidden, Default::default()))
+                    .add_fn(|x| x.relu())
+                    .add(nn::linear(&root / "fc2", *hidden, *classes, Default::default()));
+                vs.set_device(device);
+                let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+                named.sort_by(|a, b| a.0.cmp(&b.0));
+                let params = named.into_iter().map(|(_, t)| t).collect();
+                Ok(Model::Mlp { _vs: vs, net, params })
+            }
+            ModelSpec::TorchScript(path) => {
+                let module = tch::CModule::load_on_device(path, device)
+                    .map_err(|source| ModelError::Load { path: display(path), source })?;
+                let mut named = module.named_parameters()?;
+                named.sort_by(|a, b| a.0.cmp(&b.0));
+                let params = named.into_iter().map(|(_, t)| t.set_requires_grad(true)).collect();
+                Ok(Model::Script { module, params })
+            }
+        }
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(match self {
+            Model::Mlp { net, .. } => net.forward(xs),
+            Model::Script { module, .. } => module.forward_ts(&[xs])?,
+        })
+    }
+
+    fn params(&self) -> &[Tensor] {
+        match self {
+            Model::Mlp { params, .. } | Model::Script { params, .. } => params,
+        }
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.params().iter().map(|p| p.numel()).sum()
+    }
+
+    /// The parameters as one flat f32 vector.
+    pub fn flat_params(&self) -> Result<Vec<f32>, ModelError> {
+        flatten(self.params().iter().map(|p| p.shallow_clone()))
+    }
+
+    /// Overwrites the parameters from a flat vector.
+    pub fn set_flat_params(&mut self, flat: &[f32]) -> Result<(), ModelError> {
+        let want = self.param_count();
+        if flat.len() != want {
+            return Err(ModelError::WrongLength { got: flat.len(), want });
+        }
+        let mut offset = 0;
+        tch::no_grad(|| -> Result<(), ModelError> {
+            for p in self.params() {
+                let n = p.numel();
+                let src = Tensor::from_slice(&flat[offset..offset + n]).to_device(p.device()).view_as(p);
+                p.shallow_clone().f_copy_(&src)?;
+                offset += n;
+            }
+            Ok(())
+        })
+    }
+
+    /// Mean cross-entropy of `xs` against labels `ys`, and the flat gradient of the parameters.
+    pub fn gradient(&mut self, xs: &Tensor, ys: &Tensor) -> Result<(Vec<f32>, f32), ModelError> {
+        for p in self.params() {
+            p.shallow_clone().zero_grad();
+        }
+        let loss = self.forward(xs)?.cross_entropy_for_logits(ys);
+        loss.f_backward()?;
+        let grads = self.params().iter().map(|p| p.grad());
+        let flat = flatten(grads)?;
+        Ok((flat, loss.double_value(&[]) as f32))
+    }
+}
+
+fn flatten(tensors: impl Iterator<Item = Tensor>) -> Result<Vec<f32>, ModelError> {
+    let parts: Vec<Tensor> = tensors.map(|t| t.detach().to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1)).collect();
+    let flat = Tensor::f_cat(&parts, 0)?.contiguous();
+    Ok(Vec::<f32>::try_from(&flat)?)
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}
