@@ -19,6 +19,9 @@ pub enum Scheme {
     Fractional,
     /// Every block on r workers at rotating offsets; each block is its own reduction unit.
     Cyclic,
+    /// No redundancy: each block on exactly one worker and every worker needed (the baseline
+    /// that plain synchronous data-parallel training is).
+    Uncoded,
 }
 
 /// A placement of block copies on workers, versioned by `epoch` for fencing.
@@ -137,6 +140,27 @@ pub fn plan(blocks: u32, replication: u32, workers: u32, target: u32) -> Result<
         holders,
         members: (0..workers).collect(),
         units,
+    })
+}
+
+/// The synchronous baseline: block b on worker b mod n only, so the server waits for everyone.
+pub fn uncoded(blocks: u32, workers: u32) -> Result<Layout, PlanError> {
+    if blocks == 0 {
+        return Err(PlanError::NoBlocks(blocks));
+    }
+    if workers == 0 {
+        return Err(PlanError::TargetOutOfRange { target: 0, workers });
+    }
+    Ok(Layout {
+        epoch: 1,
+        workers,
+        blocks,
+        replication: 1,
+        target: workers,
+        scheme: Scheme::Uncoded,
+        holders: (0..blocks).map(|b| vec![b % workers]).collect(),
+        members: (0..workers).collect(),
+        units: (0..blocks).map(|b| (b, b + 1)).collect(),
     })
 }
 

@@ -18,5 +18,5 @@ pub mod repair;
 pub mod tensor_bytes;
 
 pub use coverage::{Coverage, verify};
-pub use layout::{Layout, PlanError, Scheme, plan};
+pub use layout::{Layout, PlanError, Scheme, plan, uncoded};
 pub use repair::{Move, RepairError, rebalance, repair};

@@ -15,6 +15,7 @@ pub fn layout_to_wire(layout: &Layout) -> v1::Layout {
         scheme: match layout.scheme {
             Scheme::Fractional => "fractional",
             Scheme::Cyclic => "cyclic",
+            Scheme::Uncoded => "uncoded",
         }
         .into(),
     }
@@ -31,7 +32,8 @@ pub fn layout_from_wire(wire: &v1::Layout) -> Result<Layout, LayoutError> {
     let scheme = match wire.scheme.as_str() {
         "fractional" => Scheme::Fractional,
         "cyclic" => Scheme::Cyclic,
-        _ => return Err(LayoutError("scheme must be \"fractional\" or \"cyclic\"")),
+        "uncoded" => Scheme::Uncoded,
+        _ => return Err(LayoutError("scheme must be fractional, cyclic or uncoded")),
     };
     Ok(Layout {
         epoch: wire.epoch,

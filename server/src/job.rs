@@ -22,6 +22,8 @@ use crate::tensor;
 /// The step being collected.
 struct Round {
     aggregator: StepAggregator,
+    /// False for the first step after start or resume, which also waits for workers to boot.
+    timed: bool,
     released: Instant,
     contributors: BTreeSet<u32>,
     losses: BTreeMap<u32, f32>,
@@ -29,7 +31,7 @@ struct Round {
 
 #[derive(Default, Clone)]
 struct WorkerCounters {
-    joined: bool,
+    joins: u64,
     accepted: u64,
     latency_total: Duration,
     skipped: u64,
@@ -58,6 +60,8 @@ pub struct Job {
     round: Option<Round>,
     counters: Counters,
     started: Instant,
+    /// Whether a step was released since start; the first one is not timed.
+    step_opened_before: bool,
 }
 
 /// What a push changed beyond its own response.
@@ -79,6 +83,7 @@ impl Job {
             round: None,
             counters: Counters::default(),
             started: Instant::now(),
+            step_opened_before: false,
         }
     }
 
@@ -109,7 +114,7 @@ impl Job {
     /// Registers a worker; returns the job's parameter count (0 while it needs initial ones).
     pub fn join(&mut self, worker: u32) -> Result<u64, RequestError> {
         self.check_worker(worker)?;
-        self.counters.workers.entry(worker).or_default().joined = true;
+        self.counters.workers.entry(worker).or_default().joins += 1;
         Ok(self.params.as_ref().map_or(0, |p| p.len() as u64))
     }
 
@@ -240,7 +245,7 @@ impl Job {
                     },
                     gradients_accepted: w.accepted,
                     steps_skipped: w.skipped,
-                    joined: w.joined,
+                    joins: w.joins,
                 })
                 .collect(),
             redundant_gradients_dropped: c.redundant_dropped,
@@ -285,20 +290,25 @@ impl Job {
         }
         self.counters.stragglers_skipped += skipped.len() as u64;
         self.counters.skipped_last_step = skipped;
-        self.counters.step_time_total += now - round.released;
-        self.counters.steps_timed += 1;
+        if round.timed {
+            self.counters.step_time_total += now - round.released;
+            self.counters.steps_timed += 1;
+        }
         self.open_round(now);
         self.current_event().expect("initialized")
     }
 
     fn open_round(&mut self, now: Instant) {
         let Some(params) = &self.params else { return };
+        let timed = self.step_opened_before;
+        self.step_opened_before = true;
         let units = match &self.layout {
             Some(l) => l.units.clone(),
             None => (0..self.settings.blocks).map(|b| (b, b + 1)).collect(),
         };
         self.round = (!self.is_finished()).then(|| Round {
             aggregator: StepAggregator::new(units, params.len()),
+            timed,
             released: now,
             contributors: BTreeSet::new(),
             losses: BTreeMap::new(),

@@ -4,10 +4,13 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyk_core::checkpoint::Checkpoint;
 
 const KEEP: usize = 3;
+
+static SAVES: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -30,7 +33,9 @@ impl CheckpointStore {
     /// Writes `ckpt` as `ckpt-<step>.anyk` and prunes older ones; returns its path.
     pub fn save(&self, ckpt: &Checkpoint) -> Result<PathBuf, StoreError> {
         let path = self.dir.join(format!("ckpt-{:012}.anyk", ckpt.step));
-        let tmp = self.dir.join(format!(".ckpt-{:012}.anyk.tmp", ckpt.step));
+        // Unique per save: a periodic save and an on-demand one may race for the same step.
+        let unique = SAVES.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(format!(".ckpt-{:012}.{unique}.anyk.tmp", ckpt.step));
         let write = || -> std::io::Result<()> {
             fs::create_dir_all(&self.dir)?;
             let mut file = fs::File::create(&tmp)?;

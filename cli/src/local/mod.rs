@@ -1,0 +1,123 @@
+//! `anyk local`: the whole method on one machine. One `anyk-server` and n `anyk-worker`
+//! processes on loopback; this process plays the operator (layout, repair after a kill,
+//! replacement, rebalance) and shows what happens.
+
+mod faults;
+mod processes;
+mod summary;
+mod supervisor;
+
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+pub use faults::{Faults, Kill, Straggler};
+pub use summary::Summary;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Baseline {
+    /// Uncoded synchronous training: each block on one worker, the server waits for all.
+    Sync,
+}
+
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// Workers n.
+    #[arg(long, default_value_t = 8)]
+    pub workers: u32,
+    /// Replication r: copies of each block.
+    #[arg(long, default_value_t = 3)]
+    pub replication: u32,
+    /// Target k: any k workers cover all blocks (tolerates n-k stragglers or failures).
+    #[arg(long, default_value_t = 6)]
+    pub target: u32,
+    /// Blocks m the data set is split into.
+    #[arg(long, default_value_t = 24)]
+    pub blocks: u32,
+    #[arg(long, default_value_t = 300)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Minibatch drawn from each block per step.
+    #[arg(long, default_value_t = 32)]
+    pub batch: u32,
+    /// Learning rate (Adam).
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f32,
+    /// `mlp` or a TorchScript file.
+    #[arg(long, default_value = "mlp")]
+    pub model: String,
+    /// Hidden units of the built-in MLP.
+    #[arg(long, default_value_t = 128)]
+    pub hidden: i64,
+    /// Data: a CSV (label last, optionally .gz) or safetensors file to split, or a directory
+    /// already written by `anyk data split`. Default: the bundled digits data set.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Slow worker W by FACTOR (repeatable). Fault flags replace the default faults.
+    #[arg(long = "straggle", value_name = "W:FACTOR")]
+    pub straggle: Vec<Straggler>,
+    /// Kill worker W when the job reaches STEP (repeatable).
+    #[arg(long = "kill", value_name = "W@STEP")]
+    pub kill: Vec<Kill>,
+    /// Run without any injected fault.
+    #[arg(long, conflicts_with_all = ["straggle", "kill"])]
+    pub no_faults: bool,
+    /// `cpu`, `cuda` or `auto`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Run the same job uncoded instead, as the reference for comparisons.
+    #[arg(long, value_enum)]
+    pub baseline: Option<Baseline>,
+    /// Write the summary as JSON to this file.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+    /// Working directory for blocks, checkpoints and logs (default: a new temporary directory).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Print a status line every N steps.
+    #[arg(long, default_value_t = 25)]
+    pub every: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("invalid arguments: {0}")]
+    Invalid(String),
+    #[error("failed to {what}")]
+    Io { what: String, source: std::io::Error },
+    #[error("failed to prepare the data")]
+    Data(#[from] crate::data_split::SplitError),
+    #[error("failed to plan the layout")]
+    Plan(#[from] anyk_core::PlanError),
+    #[error("failed to talk to the parameter server")]
+    Rpc(#[from] tonic::Status),
+    #[error("failed to connect to the parameter server")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Process(String),
+}
+
+impl LocalArgs {
+    /// The faults this run injects: the flags, none, or the demo's defaults.
+    pub fn faults(&self) -> Faults {
+        if self.no_faults {
+            Faults::default()
+        } else if self.straggle.is_empty() && self.kill.is_empty() {
+            Faults::default_for(self.workers, self.steps)
+        } else {
+            Faults { stragglers: self.straggle.clone(), kills: self.kill.clone() }
+        }
+    }
+}
+
+pub fn run(args: LocalArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let summary = runtime.block_on(supervisor::run(&args))?;
+    summary.print();
+    if let Some(path) = &args.summary {
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
+    }
+    println!("param sha256: {}", summary.param_sha256);
+    Ok(())
+}

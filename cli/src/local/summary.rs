@@ -1,0 +1,45 @@
+//! What a local run reports at the end (and writes with `--summary`).
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub mode: String,
+    pub workers: u32,
+    pub replication: u32,
+    pub target: u32,
+    pub blocks: u32,
+    pub steps: u64,
+    pub final_test_accuracy: f64,
+    pub final_loss: f32,
+    /// Mean time from a step's release to its aggregation, first step excluded (startup).
+    pub mean_step_ms: f64,
+    /// Worker-steps the server did not wait for.
+    pub stragglers_skipped: u64,
+    pub late_gradients_dropped: u64,
+    pub redundant_gradients_dropped: u64,
+    pub workers_killed: u64,
+    pub repairs: u64,
+    pub rebalances: u64,
+    pub coverage_held_every_step: bool,
+    /// Block gradients the server received per step, all workers together (m = no waste).
+    pub gradients_per_step: f64,
+    pub wall_seconds: f64,
+    pub param_sha256: String,
+}
+
+impl Summary {
+    pub fn print(&self) {
+        println!("---- summary ({}) ----", self.mode);
+        println!("layout            n={} r={} k={} m={}", self.workers, self.replication, self.target, self.blocks);
+        println!("steps             {}", self.steps);
+        println!("test accuracy     {:.2}%", self.final_test_accuracy * 100.0);
+        println!("final loss        {:.4}", self.final_loss);
+        println!("mean step         {:.2} ms", self.mean_step_ms);
+        println!("gradients/step    {:.1} (m = {})", self.gradients_per_step, self.blocks);
+        println!("stragglers skipped {} worker-steps; late gradients dropped {}", self.stragglers_skipped, self.late_gradients_dropped);
+        println!("workers killed    {}; repairs {}; rebalances {}", self.workers_killed, self.repairs, self.rebalances);
+        println!("coverage held     {}", if self.coverage_held_every_step { "every step" } else { "NOT every step" });
+        println!("wall time         {:.1} s", self.wall_seconds);
+    }
+}

@@ -1,0 +1,74 @@
+//! `anyk plan`: the layout for n, m, r, k, optionally after failures, as JSON or a table.
+
+use std::collections::BTreeSet;
+
+use anyk_core::{Layout, plan, repair, verify};
+use clap::Args;
+use serde_json::json;
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Workers n.
+    #[arg(long)]
+    workers: u32,
+    /// Blocks m.
+    #[arg(long)]
+    blocks: u32,
+    /// Replication r (copies of each block).
+    #[arg(long)]
+    replication: u32,
+    /// Target k: any k workers must cover every block.
+    #[arg(long)]
+    target: u32,
+    /// Workers to fail (comma separated); the layout is repaired first.
+    #[arg(long, value_delimiter = ',')]
+    fail: Vec<u32>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &PlanArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let mut layout = plan(args.blocks, args.replication, args.workers, args.target)?;
+    if !args.fail.is_empty() {
+        layout = repair(&layout, &args.fail)?.0;
+    }
+    let coverage = verify(&layout, &layout.members);
+    if args.json {
+        let out = json!({
+            "epoch": layout.epoch,
+            "workers": layout.workers,
+            "blocks": layout.blocks,
+            "replication": layout.replication,
+            "target": layout.target,
+            "holders": layout.holders,
+            "margin": coverage.margin,
+            "scheme": layout.scheme,
+            "members": layout.members,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", table(&layout, coverage.margin));
+    }
+    Ok(())
+}
+
+fn table(layout: &Layout, margin: i64) -> String {
+    let mut out = format!(
+        "{:?} layout, epoch {}: {} blocks x {} copies on {} workers, any {} cover all blocks\n",
+        layout.scheme, layout.epoch, layout.blocks, layout.replication, layout.workers, layout.target
+    );
+    let lost: BTreeSet<u32> = (0..layout.workers).filter(|w| !layout.members.contains(w)).collect();
+    if !lost.is_empty() {
+        out += &format!("lost workers: {lost:?}\n");
+    }
+    out += "worker  blocks (processing order: primaries first)\n";
+    for w in &layout.members {
+        let queue: Vec<String> = layout.queue(*w).iter().map(u32::to_string).collect();
+        out += &format!("{w:>6}  {}\n", queue.join(" "));
+    }
+    out += &format!(
+        "tolerates {margin} more lost or straggling worker(s) (coverage margin)\n"
+    );
+    out
+}
