@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyk_proto::transport::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
 use anyk_proto::v1::{control_server::ControlServer, training_server::TrainingServer};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 pub use job::Job;
 pub use service::Shared;
@@ -55,10 +55,9 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .tcp_nodelay(true)
         .add_service(training)
         .add_service(control)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
         .await?;
     if let Err(status) = shared.save_checkpoint().await {
         tracing::warn!(%status, "no checkpoint on shutdown");

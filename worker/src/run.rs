@@ -91,6 +91,7 @@ pub async fn run(config: WorkerConfig) -> Result<RunStats, RunError> {
         cache: BlockCache::default(),
         assignment: Assignment::default(),
         pending: None,
+        send_time: Duration::ZERO,
         stats: RunStats::default(),
     };
     loop {
@@ -117,6 +118,8 @@ struct Worker<'a> {
     assignment: Assignment,
     /// A released step not yet started (the newest one wins).
     pending: Option<Step>,
+    /// Recent round-trip time of a gradient send.
+    send_time: Duration,
     stats: RunStats,
 }
 
@@ -177,7 +180,8 @@ impl Worker<'_> {
             done.insert(block);
             let started = Instant::now();
             let (gradient, loss) = self.block_gradient(model, step, block)?;
-            let delay = self.config.straggle.delay(started.elapsed());
+            let compute = started.elapsed();
+            let delay = self.config.straggle.delay(compute, self.send_time);
             if !delay.is_zero() && self.wait_interruptibly(delay, events).await? {
                 return Ok(true);
             }
@@ -194,7 +198,13 @@ impl Worker<'_> {
                 loss,
             };
             self.stats.gradients_sent += 1;
-            match self.client.push_gradient(request).await {
+            let pushed = Instant::now();
+            let result = self.client.push_gradient(request).await;
+            let send = pushed.elapsed();
+            // Exponential average, so one slow round trip does not dominate the straggle delay.
+            self.send_time = (self.send_time * 3 + send) / 4;
+            tracing::debug!(step, block, compute_us = compute.as_micros() as u64, send_us = send.as_micros() as u64, "block");
+            match result {
                 Ok(response) => {
                     let response = response.into_inner();
                     covered.extend(response.covered);
