@@ -57,7 +57,10 @@ pub fn run(args: &SplitArgs) -> Result<serde_json::Value, SplitError> {
         return Err(SplitError::Invalid("--blocks must be at least 1".into()));
     }
     if !(0.0..1.0).contains(&args.test_fraction) {
-        return Err(SplitError::Invalid(format!("--test-fraction must be in [0, 1), got {}", args.test_fraction)));
+        return Err(SplitError::Invalid(format!(
+            "--test-fraction must be in [0, 1), got {}",
+            args.test_fraction
+        )));
     }
     let test = (n as f64 * args.test_fraction).round() as usize;
     let train = n - test;
@@ -75,11 +78,19 @@ pub fn run(args: &SplitArgs) -> Result<serde_json::Value, SplitError> {
         .flat_map(|&r| &data.x[r * data.features..(r + 1) * data.features])
         .fold(0.0f32, |m, v| m.max(v.abs()))
         .max(f32::MIN_POSITIVE);
-    std::fs::create_dir_all(&args.out).map_err(|source| SplitError::Write { path: args.out.clone(), source })?;
+    std::fs::create_dir_all(&args.out).map_err(|source| SplitError::Write {
+        path: args.out.clone(),
+        source,
+    })?;
     let m = args.blocks as usize;
     for b in 0..m {
         let rows = &train_rows[b * train / m..(b + 1) * train / m];
-        write(&args.out.join(format!("block-{b:05}.safetensors")), &data, rows, scale)?;
+        write(
+            &args.out.join(format!("block-{b:05}.safetensors")),
+            &data,
+            rows,
+            scale,
+        )?;
     }
     write(&args.out.join("test.safetensors"), &data, test_rows, scale)?;
     let classes = data.y.iter().copied().max().unwrap_or(0) + 1;
@@ -100,7 +111,10 @@ pub fn run(args: &SplitArgs) -> Result<serde_json::Value, SplitError> {
 }
 
 fn read(path: &Path) -> Result<DataSet, SplitError> {
-    let bytes = std::fs::read(path).map_err(|source| SplitError::Read { path: path.into(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| SplitError::Read {
+        path: path.into(),
+        source,
+    })?;
     let name = path.to_string_lossy();
     if name.ends_with(".safetensors") {
         return read_safetensors(path, &bytes);
@@ -109,21 +123,40 @@ fn read(path: &Path) -> Result<DataSet, SplitError> {
         let mut text = String::new();
         flate2::read::GzDecoder::new(&bytes[..])
             .read_to_string(&mut text)
-            .map_err(|source| SplitError::Read { path: path.into(), source })?;
+            .map_err(|source| SplitError::Read {
+                path: path.into(),
+                source,
+            })?;
         text
     } else {
-        String::from_utf8(bytes).map_err(|e| SplitError::Csv { path: path.into(), line: 0, why: e.to_string() })?
+        String::from_utf8(bytes).map_err(|e| SplitError::Csv {
+            path: path.into(),
+            line: 0,
+            why: e.to_string(),
+        })?
     };
     read_csv(path, &text)
 }
 
 fn read_csv(path: &Path, text: &str) -> Result<DataSet, SplitError> {
-    let mut data = DataSet { features: 0, x: Vec::new(), y: Vec::new() };
+    let mut data = DataSet {
+        features: 0,
+        x: Vec::new(),
+        y: Vec::new(),
+    };
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let err = |why: String| SplitError::Csv { path: path.into(), line: i + 1, why };
+        let err = |why: String| SplitError::Csv {
+            path: path.into(),
+            line: i + 1,
+            why,
+        };
         let values: Vec<f64> = line
             .split(',')
-            .map(|v| v.trim().parse::<f64>().map_err(|e| err(format!("{v:?} is not a number ({e})"))))
+            .map(|v| {
+                v.trim()
+                    .parse::<f64>()
+                    .map_err(|e| err(format!("{v:?} is not a number ({e})")))
+            })
             .collect::<Result<_, _>>()?;
         if values.len() < 2 {
             return Err(err("need at least one feature and a label".into()));
@@ -132,7 +165,10 @@ fn read_csv(path: &Path, text: &str) -> Result<DataSet, SplitError> {
         if data.features == 0 {
             data.features = features;
         } else if features != data.features {
-            return Err(err(format!("{features} features, earlier rows have {}", data.features)));
+            return Err(err(format!(
+                "{features} features, earlier rows have {}",
+                data.features
+            )));
         }
         let label = values[features];
         if label < 0.0 || label.fract() != 0.0 {
@@ -142,42 +178,79 @@ fn read_csv(path: &Path, text: &str) -> Result<DataSet, SplitError> {
         data.y.push(label as i64);
     }
     if data.y.is_empty() {
-        return Err(SplitError::Csv { path: path.into(), line: 0, why: "no rows".into() });
+        return Err(SplitError::Csv {
+            path: path.into(),
+            line: 0,
+            why: "no rows".into(),
+        });
     }
     Ok(data)
 }
 
 fn read_safetensors(path: &Path, bytes: &[u8]) -> Result<DataSet, SplitError> {
-    let err = |why: String| SplitError::Safetensors { path: path.into(), why };
+    let err = |why: String| SplitError::Safetensors {
+        path: path.into(),
+        why,
+    };
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| err(e.to_string()))?;
     let x = st.tensor("x").map_err(|_| err("no tensor named \"x\"".into()))?;
     let y = st.tensor("y").map_err(|_| err("no tensor named \"y\"".into()))?;
     if x.dtype() != Dtype::F32 || x.shape().len() != 2 {
-        return Err(err(format!("x must be a 2-d F32 tensor, got {:?} {:?}", x.dtype(), x.shape())));
+        return Err(err(format!(
+            "x must be a 2-d F32 tensor, got {:?} {:?}",
+            x.dtype(),
+            x.shape()
+        )));
     }
     let labels: Vec<i64> = match y.dtype() {
-        Dtype::I64 => y.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8"))).collect(),
-        Dtype::I32 => y.data().chunks_exact(4).map(|c| i64::from(i32::from_le_bytes(c.try_into().expect("4")))).collect(),
+        Dtype::I64 => y
+            .data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
+            .collect(),
+        Dtype::I32 => y
+            .data()
+            .chunks_exact(4)
+            .map(|c| i64::from(i32::from_le_bytes(c.try_into().expect("4"))))
+            .collect(),
         other => return Err(err(format!("y must be I64 or I32, got {other:?}"))),
     };
     if labels.len() != x.shape()[0] || labels.iter().any(|&l| l < 0) {
         return Err(err("y must hold one non-negative label per row of x".into()));
     }
-    let values = x.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect();
-    Ok(DataSet { features: x.shape()[1], x: values, y: labels })
+    let values = x
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+        .collect();
+    Ok(DataSet {
+        features: x.shape()[1],
+        x: values,
+        y: labels,
+    })
 }
 
 fn write(path: &Path, data: &DataSet, rows: &[usize], scale: f32) -> Result<(), SplitError> {
     let f = data.features;
     let x: Vec<u8> = rows
         .iter()
-        .flat_map(|&r| data.x[r * f..(r + 1) * f].iter().flat_map(|v| (v / scale).to_le_bytes()))
+        .flat_map(|&r| {
+            data.x[r * f..(r + 1) * f]
+                .iter()
+                .flat_map(|v| (v / scale).to_le_bytes())
+        })
         .collect();
     let y: Vec<u8> = rows.iter().flat_map(|&r| data.y[r].to_le_bytes()).collect();
     let invalid = |e: safetensors::SafeTensorError| SplitError::Invalid(e.to_string());
     let tensors: HashMap<String, TensorView> = HashMap::from([
-        ("x".to_string(), TensorView::new(Dtype::F32, vec![rows.len(), f], &x).map_err(invalid)?),
-        ("y".to_string(), TensorView::new(Dtype::I64, vec![rows.len()], &y).map_err(invalid)?),
+        (
+            "x".to_string(),
+            TensorView::new(Dtype::F32, vec![rows.len(), f], &x).map_err(invalid)?,
+        ),
+        (
+            "y".to_string(),
+            TensorView::new(Dtype::I64, vec![rows.len()], &y).map_err(invalid)?,
+        ),
     ]);
     safetensors::serialize_to_file(tensors, None, path).map_err(|e| SplitError::Write {
         path: path.into(),

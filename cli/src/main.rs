@@ -35,12 +35,16 @@ enum DataCommand {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ANYK_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ANYK_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let result = match Cli::parse().command {
         Command::Plan(args) => plan_cmd::run(&args),
-        Command::Data { command: DataCommand::Split(args) } => data_split::run(&args)
+        Command::Data {
+            command: DataCommand::Split(args),
+        } => data_split::run(&args)
             .map(|manifest| println!("{}", serde_json::to_string_pretty(&manifest).expect("json")))
             .map_err(Into::into),
         Command::Local(args) => local::run(*args),

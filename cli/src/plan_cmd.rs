@@ -58,7 +58,9 @@ fn table(layout: &Layout, margin: i64) -> String {
         "{:?} layout, epoch {}: {} blocks x {} copies on {} workers, any {} cover all blocks\n",
         layout.scheme, layout.epoch, layout.blocks, layout.replication, layout.workers, layout.target
     );
-    let lost: BTreeSet<u32> = (0..layout.workers).filter(|w| !layout.members.contains(w)).collect();
+    let lost: BTreeSet<u32> = (0..layout.workers)
+        .filter(|w| !layout.members.contains(w))
+        .collect();
     if !lost.is_empty() {
         out += &format!("lost workers: {lost:?}\n");
     }
@@ -67,8 +69,6 @@ fn table(layout: &Layout, margin: i64) -> String {
         let queue: Vec<String> = layout.queue(*w).iter().map(u32::to_string).collect();
         out += &format!("{w:>6}  {}\n", queue.join(" "));
     }
-    out += &format!(
-        "tolerates {margin} more lost or straggling worker(s) (coverage margin)\n"
-    );
+    out += &format!("tolerates {margin} more lost or straggling worker(s) (coverage margin)\n");
     out
 }

@@ -34,18 +34,27 @@ impl StepAggregator {
     pub fn new(units: Vec<(u32, u32)>, params: usize) -> Self {
         let blocks = units.last().map_or(0, |u| u.1) as usize;
         let presummed = vec![None; units.len()];
-        Self { units, params, blocks: vec![None; blocks], presummed }
+        Self {
+            units,
+            params,
+            blocks: vec![None; blocks],
+            presummed,
+        }
     }
 
     /// Whether `block` already has a gradient (its own or within a pre-summed unit).
     pub fn is_covered(&self, block: u32) -> bool {
         self.blocks.get(block as usize).is_some_and(Option::is_some)
-            || self.unit_index(block).is_some_and(|u| self.presummed[u].is_some())
+            || self
+                .unit_index(block)
+                .is_some_and(|u| self.presummed[u].is_some())
     }
 
     /// Blocks that have a gradient.
     pub fn covered(&self) -> Vec<u32> {
-        (0..self.blocks.len() as u32).filter(|&b| self.is_covered(b)).collect()
+        (0..self.blocks.len() as u32)
+            .filter(|&b| self.is_covered(b))
+            .collect()
     }
 
     pub fn is_complete(&self) -> bool {
@@ -55,7 +64,10 @@ impl StepAggregator {
     /// Offers the gradient of `blocks` (one block, or one whole unit pre-summed in id order).
     pub fn offer(&mut self, blocks: &[u32], gradient: Vec<f32>) -> Result<Offer, OfferError> {
         if gradient.len() != self.params {
-            return Err(OfferError::WrongLength { got: gradient.len(), want: self.params });
+            return Err(OfferError::WrongLength {
+                got: gradient.len(),
+                want: self.params,
+            });
         }
         let total = self.blocks.len() as u32;
         if let Some(&block) = blocks.iter().find(|&&b| b >= total) {
@@ -75,14 +87,18 @@ impl StepAggregator {
                         let (lo, hi) = self.units[u];
                         blocks.iter().copied().eq(lo..hi)
                     })
-                    .ok_or_else(|| OfferError::NotAUnit { blocks: blocks.to_vec() })?;
+                    .ok_or_else(|| OfferError::NotAUnit {
+                        blocks: blocks.to_vec(),
+                    })?;
                 if blocks.iter().all(|&b| self.is_covered(b)) {
                     return Ok(Offer::Redundant);
                 }
                 self.presummed[unit] = Some(gradient);
             }
         }
-        Ok(Offer::Accepted { complete: self.is_complete() })
+        Ok(Offer::Accepted {
+            complete: self.is_complete(),
+        })
     }
 
     /// The mean gradient over all m blocks, or None while some block is missing.
@@ -127,7 +143,9 @@ mod tests {
     use super::*;
 
     fn grad(seed: u32, len: usize) -> Vec<f32> {
-        (0..len).map(|i| ((seed * 7919 + i as u32 * 104729) % 1000) as f32 * 1e-3 + 0.1).collect()
+        (0..len)
+            .map(|i| ((seed * 7919 + i as u32 * 104729) % 1000) as f32 * 1e-3 + 0.1)
+            .collect()
     }
 
     #[test]
@@ -140,7 +158,10 @@ mod tests {
             backward.offer(&[5 - b], grad(5 - b, 5)).unwrap();
         }
         let (f, r) = (forward.reduce().unwrap(), backward.reduce().unwrap());
-        assert_eq!(f.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), r.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        assert_eq!(
+            f.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            r.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -163,19 +184,34 @@ mod tests {
     #[test]
     fn completes_at_first_cover_and_drops_duplicates() {
         let mut agg = StepAggregator::new(vec![(0, 1), (1, 2)], 2);
-        assert_eq!(agg.offer(&[1], vec![1.0, 2.0]), Ok(Offer::Accepted { complete: false }));
+        assert_eq!(
+            agg.offer(&[1], vec![1.0, 2.0]),
+            Ok(Offer::Accepted { complete: false })
+        );
         assert_eq!(agg.offer(&[1], vec![9.0, 9.0]), Ok(Offer::Redundant));
         assert!(agg.reduce().is_none());
-        assert_eq!(agg.offer(&[0], vec![3.0, 4.0]), Ok(Offer::Accepted { complete: true }));
+        assert_eq!(
+            agg.offer(&[0], vec![3.0, 4.0]),
+            Ok(Offer::Accepted { complete: true })
+        );
         assert_eq!(agg.reduce().unwrap(), vec![2.0, 3.0]);
     }
 
     #[test]
     fn rejects_bad_shapes_and_non_units() {
         let mut agg = StepAggregator::new(vec![(0, 2), (2, 4)], 3);
-        assert!(matches!(agg.offer(&[0], vec![1.0]), Err(OfferError::WrongLength { got: 1, want: 3 })));
-        assert!(matches!(agg.offer(&[9], vec![0.0; 3]), Err(OfferError::BlockOutOfRange { block: 9, .. })));
-        assert!(matches!(agg.offer(&[1, 2], vec![0.0; 3]), Err(OfferError::NotAUnit { .. })));
+        assert!(matches!(
+            agg.offer(&[0], vec![1.0]),
+            Err(OfferError::WrongLength { got: 1, want: 3 })
+        ));
+        assert!(matches!(
+            agg.offer(&[9], vec![0.0; 3]),
+            Err(OfferError::BlockOutOfRange { block: 9, .. })
+        ));
+        assert!(matches!(
+            agg.offer(&[1, 2], vec![0.0; 3]),
+            Err(OfferError::NotAUnit { .. })
+        ));
         assert!(agg.covered().is_empty());
     }
 }

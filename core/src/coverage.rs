@@ -35,7 +35,9 @@ pub fn verify(layout: &Layout, live: &BTreeSet<u32>) -> Coverage {
     Coverage {
         live: n_live,
         margin: min_holders as i64 - 1,
-        under_replicated: (0..layout.blocks).filter(|&b| counts[b as usize] < want).collect(),
+        under_replicated: (0..layout.blocks)
+            .filter(|&b| counts[b as usize] < want)
+            .collect(),
         holds: n_live >= layout.target && min_holders >= needed.max(1),
     }
 }

@@ -61,7 +61,12 @@ pub enum PlanError {
         "replication must satisfy r >= n-k+1 so that any k workers cover every block \
          (got r={replication}, n={workers}, k={target}: need r >= {needed})"
     )]
-    CoverageBound { replication: u32, workers: u32, target: u32, needed: u32 },
+    CoverageBound {
+        replication: u32,
+        workers: u32,
+        target: u32,
+        needed: u32,
+    },
 }
 
 impl Layout {
@@ -90,11 +95,16 @@ impl Layout {
 
     /// The reduction unit that holds `block`.
     pub fn unit_of(&self, block: u32) -> Option<(u32, u32)> {
-        self.units.iter().copied().find(|&(lo, hi)| (lo..hi).contains(&block))
+        self.units
+            .iter()
+            .copied()
+            .find(|&(lo, hi)| (lo..hi).contains(&block))
     }
 
     pub fn holds(&self, worker: u32, block: u32) -> bool {
-        self.holders.get(block as usize).is_some_and(|hs| hs.contains(&worker))
+        self.holders
+            .get(block as usize)
+            .is_some_and(|hs| hs.contains(&worker))
     }
 }
 
@@ -111,7 +121,12 @@ pub fn validate(blocks: u32, replication: u32, workers: u32, target: u32) -> Res
     }
     let needed = workers - target + 1;
     if replication < needed {
-        return Err(PlanError::CoverageBound { replication, workers, target, needed });
+        return Err(PlanError::CoverageBound {
+            replication,
+            workers,
+            target,
+            needed,
+        });
     }
     Ok(())
 }
@@ -122,7 +137,7 @@ pub fn validate(blocks: u32, replication: u32, workers: u32, target: u32) -> Res
 pub fn plan(blocks: u32, replication: u32, workers: u32, target: u32) -> Result<Layout, PlanError> {
     validate(blocks, replication, workers, target)?;
     let groups = workers / replication;
-    let (scheme, holders, units) = if workers % replication == 0 && blocks >= groups {
+    let (scheme, holders, units) = if workers.is_multiple_of(replication) && blocks >= groups {
         let (holders, units) = fractional(blocks, replication, groups);
         (Scheme::Fractional, holders, units)
     } else {

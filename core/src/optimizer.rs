@@ -7,13 +7,26 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum OptimizerConfig {
-    Sgd { lr: f32, momentum: f32 },
-    Adam { lr: f32, beta1: f32, beta2: f32, eps: f32 },
+    Sgd {
+        lr: f32,
+        momentum: f32,
+    },
+    Adam {
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+    },
 }
 
 impl OptimizerConfig {
     pub fn adam(lr: f32) -> Self {
-        Self::Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        Self::Adam {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
     }
 
     pub fn sgd(lr: f32, momentum: f32) -> Self {
@@ -32,8 +45,17 @@ pub struct Optimizer {
 
 impl Optimizer {
     pub fn new(config: OptimizerConfig, params: usize) -> Self {
-        let second = if matches!(config, OptimizerConfig::Adam { .. }) { params } else { 0 };
-        Self { config, updates: 0, first_moment: vec![0.0; params], second_moment: vec![0.0; second] }
+        let second = if matches!(config, OptimizerConfig::Adam { .. }) {
+            params
+        } else {
+            0
+        };
+        Self {
+            config,
+            updates: 0,
+            first_moment: vec![0.0; params],
+            second_moment: vec![0.0; second],
+        }
     }
 
     /// Applies one update to `params` with the aggregated `gradient`.
@@ -46,7 +68,12 @@ impl Optimizer {
                     *p -= lr * *v;
                 }
             }
-            OptimizerConfig::Adam { lr, beta1, beta2, eps } => {
+            OptimizerConfig::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
                 let t = self.updates as i32;
                 let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
                 let moments = self.first_moment.iter_mut().zip(&mut self.second_moment);

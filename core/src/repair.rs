@@ -36,7 +36,10 @@ pub fn repair(layout: &Layout, lost: &[u32]) -> Result<(Layout, Vec<Move>), Repa
     }
     let live = next.members.len() as u32;
     if live < layout.target {
-        return Err(RepairError::CoverageLost { live, target: layout.target });
+        return Err(RepairError::CoverageLost {
+            live,
+            target: layout.target,
+        });
     }
     let gone: Vec<Vec<u32>> = next
         .holders
@@ -52,7 +55,11 @@ pub fn repair(layout: &Layout, lost: &[u32]) -> Result<(Layout, Vec<Move>), Repa
     for (b, gone) in gone.into_iter().enumerate() {
         let mut gone = gone.into_iter();
         top_up(&mut next, b, &mut loads, &BTreeSet::new(), |to| {
-            moves.push(Move { block: b as u32, from: gone.next(), to })
+            moves.push(Move {
+                block: b as u32,
+                from: gone.next(),
+                to,
+            })
         });
     }
     Ok((next, moves))
@@ -72,7 +79,11 @@ pub fn rebalance(layout: &Layout, joined: &[u32]) -> Result<(Layout, Vec<Move>),
     let mut moves = Vec::new();
     for b in 0..next.blocks as usize {
         top_up(&mut next, b, &mut loads, &prefer, |to| {
-            moves.push(Move { block: b as u32, from: None, to })
+            moves.push(Move {
+                block: b as u32,
+                from: None,
+                to,
+            })
         });
     }
     while let Some((from, to)) = most_and_least_loaded(&next, &loads) {
@@ -89,7 +100,11 @@ pub fn rebalance(layout: &Layout, joined: &[u32]) -> Result<(Layout, Vec<Move>),
         next.holders[b][rank] = to;
         loads[from as usize] -= 1;
         loads[to as usize] += 1;
-        moves.push(Move { block: b as u32, from: Some(from), to });
+        moves.push(Move {
+            block: b as u32,
+            from: Some(from),
+            to,
+        });
     }
     Ok((next, moves))
 }
@@ -117,7 +132,13 @@ fn top_up(
             .members
             .iter()
             .filter(|w| !layout.holders[b].contains(w))
-            .min_by_key(|&&w| (loads[w as usize], !prefer.contains(&w), (w + n - b as u32 % n) % n))
+            .min_by_key(|&&w| {
+                (
+                    loads[w as usize],
+                    !prefer.contains(&w),
+                    (w + n - b as u32 % n) % n,
+                )
+            })
             .expect("fewer holders than members leaves an eligible member");
         layout.holders[b].push(to);
         loads[to as usize] += 1;
@@ -127,7 +148,10 @@ fn top_up(
 
 /// The (most, least) loaded members when their loads differ by more than 1.
 fn most_and_least_loaded(layout: &Layout, loads: &[usize]) -> Option<(u32, u32)> {
-    let most = *layout.members.iter().max_by_key(|&&w| (loads[w as usize], std::cmp::Reverse(w)))?;
+    let most = *layout
+        .members
+        .iter()
+        .max_by_key(|&&w| (loads[w as usize], std::cmp::Reverse(w)))?;
     let least = *layout.members.iter().min_by_key(|&&w| (loads[w as usize], w))?;
     (loads[most as usize] > loads[least as usize] + 1).then_some((most, least))
 }

@@ -13,10 +13,13 @@ pub struct RaggedBytes {
 
 /// Decodes little-endian f32 bytes.
 pub fn from_bytes(bytes: &[u8]) -> Result<Vec<f32>, RaggedBytes> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(RaggedBytes { len: bytes.len() });
     }
-    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 #[cfg(test)]

@@ -24,7 +24,10 @@ fn subsets(live: &[u32], k: usize) -> Vec<Vec<u32>> {
 fn any_k_cover(layout: &Layout, live: &BTreeSet<u32>, k: u32) -> bool {
     let live: Vec<u32> = layout.members.intersection(live).copied().collect();
     subsets(&live, k as usize).iter().all(|subset| {
-        layout.holders.iter().all(|hs| hs.iter().any(|w| subset.contains(w)))
+        layout
+            .holders
+            .iter()
+            .all(|hs| hs.iter().any(|w| subset.contains(w)))
     })
 }
 
@@ -32,8 +35,15 @@ fn assert_well_formed(layout: &Layout) {
     assert_eq!(layout.holders.len(), layout.blocks as usize);
     for (b, hs) in layout.holders.iter().enumerate() {
         let distinct: BTreeSet<u32> = hs.iter().copied().collect();
-        assert_eq!(distinct.len(), hs.len(), "block {b} has two copies on one worker: {hs:?}");
-        assert!(hs.iter().all(|w| layout.members.contains(w)), "block {b} held by a non-member");
+        assert_eq!(
+            distinct.len(),
+            hs.len(),
+            "block {b} has two copies on one worker: {hs:?}"
+        );
+        assert!(
+            hs.iter().all(|w| layout.members.contains(w)),
+            "block {b} held by a non-member"
+        );
         let want = (layout.replication as usize).min(layout.members.len());
         assert_eq!(hs.len(), want, "block {b} has {} holders, want {want}", hs.len());
     }
@@ -42,7 +52,10 @@ fn assert_well_formed(layout: &Layout) {
 fn assert_balanced(layout: &Layout) {
     let loads = layout.loads();
     let member_loads: Vec<usize> = layout.members.iter().map(|&w| loads[w as usize]).collect();
-    let (lo, hi) = (member_loads.iter().min().unwrap(), member_loads.iter().max().unwrap());
+    let (lo, hi) = (
+        member_loads.iter().min().unwrap(),
+        member_loads.iter().max().unwrap(),
+    );
     assert!(hi - lo <= 1, "loads differ by more than 1: {member_loads:?}");
 }
 
@@ -74,7 +87,11 @@ fn plan_matches_brute_force_for_every_small_job() {
                             q.into_iter().take(primaries)
                         })
                         .collect();
-                    assert_eq!(firsts.len(), m as usize, "primaries do not cover n={n} k={k} r={r} m={m}");
+                    assert_eq!(
+                        firsts.len(),
+                        m as usize,
+                        "primaries do not cover n={n} k={k} r={r} m={m}"
+                    );
                 }
             }
         }
@@ -93,7 +110,10 @@ fn verify_agrees_with_brute_force_after_failures() {
             for dead in 0..n {
                 let live: BTreeSet<u32> = all(n).into_iter().filter(|&w| w != dead).collect();
                 let cov = verify(&layout, &live);
-                assert_eq!(cov.holds, any_k_cover(&layout, &live, k) && live.len() as u32 >= k);
+                assert_eq!(
+                    cov.holds,
+                    any_k_cover(&layout, &live, k) && live.len() as u32 >= k
+                );
             }
         }
     }
@@ -102,12 +122,32 @@ fn verify_agrees_with_brute_force_after_failures() {
 #[test]
 fn rejects_impossible_parameters_naming_the_bound() {
     assert_eq!(plan(0, 2, 4, 3), Err(PlanError::NoBlocks(0)));
-    assert!(matches!(plan(8, 2, 4, 0), Err(PlanError::TargetOutOfRange { .. })));
-    assert!(matches!(plan(8, 2, 4, 5), Err(PlanError::TargetOutOfRange { .. })));
-    assert!(matches!(plan(8, 1, 4, 4), Err(PlanError::ReplicationOutOfRange { .. })));
-    assert!(matches!(plan(8, 5, 4, 4), Err(PlanError::ReplicationOutOfRange { .. })));
+    assert!(matches!(
+        plan(8, 2, 4, 0),
+        Err(PlanError::TargetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        plan(8, 2, 4, 5),
+        Err(PlanError::TargetOutOfRange { .. })
+    ));
+    assert!(matches!(
+        plan(8, 1, 4, 4),
+        Err(PlanError::ReplicationOutOfRange { .. })
+    ));
+    assert!(matches!(
+        plan(8, 5, 4, 4),
+        Err(PlanError::ReplicationOutOfRange { .. })
+    ));
     let err = plan(24, 2, 8, 6).unwrap_err();
-    assert_eq!(err, PlanError::CoverageBound { replication: 2, workers: 8, target: 6, needed: 3 });
+    assert_eq!(
+        err,
+        PlanError::CoverageBound {
+            replication: 2,
+            workers: 8,
+            target: 6,
+            needed: 3
+        }
+    );
     assert!(err.to_string().contains("r >= n-k+1"), "{err}");
 }
 
@@ -133,9 +173,17 @@ fn fractional_when_r_divides_n_cyclic_otherwise() {
 fn backups_of_one_workers_primaries_are_spread() {
     let layout = plan(24, 3, 8, 6).unwrap();
     for w in 0..8 {
-        let seconds: BTreeSet<u32> =
-            layout.holders.iter().filter(|hs| hs[0] == w).map(|hs| hs[1]).collect();
-        assert_eq!(seconds.len(), 3, "worker {w}'s primaries all back up on {seconds:?}");
+        let seconds: BTreeSet<u32> = layout
+            .holders
+            .iter()
+            .filter(|hs| hs[0] == w)
+            .map(|hs| hs[1])
+            .collect();
+        assert_eq!(
+            seconds.len(),
+            3,
+            "worker {w}'s primaries all back up on {seconds:?}"
+        );
     }
 }
 

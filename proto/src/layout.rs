@@ -9,7 +9,11 @@ pub fn layout_to_wire(layout: &Layout) -> v1::Layout {
         blocks: layout.blocks,
         replication: layout.replication,
         target: layout.target,
-        holders: layout.holders.iter().map(|hs| v1::BlockHolders { workers: hs.clone() }).collect(),
+        holders: layout
+            .holders
+            .iter()
+            .map(|hs| v1::BlockHolders { workers: hs.clone() })
+            .collect(),
         members: layout.members.iter().copied().collect(),
         unit_bounds: layout.units.iter().flat_map(|&(lo, hi)| [lo, hi]).collect(),
         scheme: match layout.scheme {
@@ -26,7 +30,7 @@ pub fn layout_to_wire(layout: &Layout) -> v1::Layout {
 pub struct LayoutError(&'static str);
 
 pub fn layout_from_wire(wire: &v1::Layout) -> Result<Layout, LayoutError> {
-    if wire.unit_bounds.len() % 2 != 0 {
+    if !wire.unit_bounds.len().is_multiple_of(2) {
         return Err(LayoutError("unit_bounds has an odd length"));
     }
     let scheme = match wire.scheme.as_str() {

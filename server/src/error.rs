@@ -14,6 +14,8 @@ pub enum RequestError {
     WrongEpoch { got: u64, current: u64 },
     #[error("layout epoch {got} is older than the current epoch {current}")]
     OlderLayout { got: u64, current: u64 },
+    #[error("layout epoch {0} is already installed with different contents; use a newer epoch")]
+    EpochReused(u64),
     #[error("step {got} is not current: the server is at step {current}")]
     FutureStep { got: u64, current: u64 },
     #[error("worker {worker} does not hold block {block} in layout epoch {epoch}")]
@@ -42,11 +44,17 @@ impl From<RequestError> for Status {
         let code = match &err {
             UnknownWorker { .. } => Code::NotFound,
             NoLayout | NotInitialized => Code::Unavailable,
-            WrongEpoch { .. } | OlderLayout { .. } => Code::FailedPrecondition,
+            WrongEpoch { .. } | OlderLayout { .. } | EpochReused(_) => Code::FailedPrecondition,
             FutureStep { .. } => Code::OutOfRange,
             NotHolder { .. } => Code::PermissionDenied,
-            NoBlocks | UnsupportedDtype(_) | RaggedTensor { .. } | WrongLength { .. } | NotFinite { .. }
-            | InvalidLayout(_) | Aggregate(_) | MissingTensor => Code::InvalidArgument,
+            NoBlocks
+            | UnsupportedDtype(_)
+            | RaggedTensor { .. }
+            | WrongLength { .. }
+            | NotFinite { .. }
+            | InvalidLayout(_)
+            | Aggregate(_)
+            | MissingTensor => Code::InvalidArgument,
         };
         Status::new(code, err.to_string())
     }

@@ -5,14 +5,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use anyk_core::Layout;
 use anyk_core::aggregate::{Offer, StepAggregator};
 use anyk_core::checkpoint::Checkpoint;
 use anyk_core::digest::param_sha256;
 use anyk_core::optimizer::Optimizer;
-use anyk_core::Layout;
 use anyk_proto::v1::{
-    Assignment, Finished, GradientRequest, GradientResponse, Progress, StepReady, WorkerEvent,
-    WorkerStats, worker_event::Event,
+    Assignment, Finished, GradientRequest, GradientResponse, Progress, StepReady, WorkerEvent, WorkerStats,
+    worker_event::Event,
 };
 
 use crate::error::RequestError;
@@ -140,10 +140,17 @@ impl Job {
     /// Installs a newer layout (or re-installs the current one); returns each member's assignment.
     pub fn set_layout(&mut self, layout: Layout) -> Result<Vec<(u32, Assignment)>, RequestError> {
         self.check_layout(&layout)?;
-        if let Some(current) = &self.layout {
-            if layout.epoch < current.epoch || (layout.epoch == current.epoch && &layout != current) {
-                return Err(RequestError::OlderLayout { got: layout.epoch, current: current.epoch });
+        match &self.layout {
+            Some(current) if layout.epoch < current.epoch => {
+                return Err(RequestError::OlderLayout {
+                    got: layout.epoch,
+                    current: current.epoch,
+                });
             }
+            Some(current) if layout.epoch == current.epoch && &layout != current => {
+                return Err(RequestError::EpochReused(layout.epoch));
+            }
+            _ => {}
         }
         self.layout = Some(layout);
         let layout = self.layout.as_ref().expect("just set");
@@ -158,9 +165,15 @@ impl Job {
     pub fn current_event(&self) -> Option<WorkerEvent> {
         let params = self.params.as_ref()?;
         let event = if self.is_finished() {
-            Event::Finished(Finished { step: self.step, param_sha256: param_sha256(params) })
+            Event::Finished(Finished {
+                step: self.step,
+                param_sha256: param_sha256(params),
+            })
         } else {
-            Event::Step(StepReady { step: self.step, params: Some(tensor::encode(params)) })
+            Event::Step(StepReady {
+                step: self.step,
+                params: Some(tensor::encode(params)),
+            })
         };
         Some(WorkerEvent { event: Some(event) })
     }
@@ -171,16 +184,26 @@ impl Job {
         let layout = self.layout.as_ref().ok_or(RequestError::NoLayout)?;
         let params = self.params.as_ref().ok_or(RequestError::NotInitialized)?;
         if req.epoch != layout.epoch {
-            return Err(RequestError::WrongEpoch { got: req.epoch, current: layout.epoch });
+            return Err(RequestError::WrongEpoch {
+                got: req.epoch,
+                current: layout.epoch,
+            });
         }
         if req.step > self.step {
-            return Err(RequestError::FutureStep { got: req.step, current: self.step });
+            return Err(RequestError::FutureStep {
+                got: req.step,
+                current: self.step,
+            });
         }
         if req.blocks.is_empty() {
             return Err(RequestError::NoBlocks);
         }
         if let Some(&block) = req.blocks.iter().find(|&&b| !layout.holds(req.worker, b)) {
-            return Err(RequestError::NotHolder { worker: req.worker, block, epoch: layout.epoch });
+            return Err(RequestError::NotHolder {
+                worker: req.worker,
+                block,
+                epoch: layout.epoch,
+            });
         }
         let gradient = tensor::decode(req.gradient.as_ref(), params.len())?;
         self.counters.received += req.blocks.len() as u64;
@@ -203,9 +226,17 @@ impl Job {
                 stats.accepted += 1;
                 stats.latency_total += now - round.released;
                 let released = complete.then(|| self.complete_step(now));
-                let covered = self.round.as_ref().map(|r| r.aggregator.covered()).unwrap_or_default();
+                let covered = self
+                    .round
+                    .as_ref()
+                    .map(|r| r.aggregator.covered())
+                    .unwrap_or_default();
                 Ok(PushOutcome {
-                    response: GradientResponse { accepted: true, step_done: complete, covered },
+                    response: GradientResponse {
+                        accepted: true,
+                        step_done: complete,
+                        covered,
+                    },
                     released,
                 })
             }
@@ -225,7 +256,11 @@ impl Job {
             total_steps: self.settings.total_steps,
             loss: self.loss,
             epoch: self.layout.as_ref().map_or(0, |l| l.epoch),
-            steps_per_second: if elapsed > 0.0 { c.steps_timed as f64 / elapsed } else { 0.0 },
+            steps_per_second: if elapsed > 0.0 {
+                c.steps_timed as f64 / elapsed
+            } else {
+                0.0
+            },
             mean_step_ms,
             skipped_last_step: c.skipped_last_step.clone(),
             stragglers_skipped: c.stragglers_skipped,
@@ -265,25 +300,45 @@ impl Job {
     /// Whether a checkpoint is due after the step that just completed.
     pub fn checkpoint_due(&self) -> bool {
         let every = self.settings.checkpoint_every;
-        self.is_finished() || (every > 0 && self.step % every == 0)
+        self.is_finished() || (every > 0 && self.step.is_multiple_of(every))
     }
 
     fn dropped(&self, step_done: bool) -> PushOutcome {
-        let covered = self.round.as_ref().map(|r| r.aggregator.covered()).unwrap_or_default();
-        PushOutcome { response: GradientResponse { accepted: false, step_done, covered }, released: None }
+        let covered = self
+            .round
+            .as_ref()
+            .map(|r| r.aggregator.covered())
+            .unwrap_or_default();
+        PushOutcome {
+            response: GradientResponse {
+                accepted: false,
+                step_done,
+                covered,
+            },
+            released: None,
+        }
     }
 
     fn complete_step(&mut self, now: Instant) -> WorkerEvent {
         let round = self.round.take().expect("a round is open");
         let gradient = round.aggregator.reduce().expect("complete rounds reduce");
         let params = self.params.as_mut().expect("initialized");
-        self.optimizer.as_mut().expect("initialized").apply(params, &gradient);
+        self.optimizer
+            .as_mut()
+            .expect("initialized")
+            .apply(params, &gradient);
         self.loss = round.losses.values().sum::<f32>() / round.losses.len().max(1) as f32;
         self.step += 1;
         let skipped: Vec<u32> = self
             .layout
             .as_ref()
-            .map(|l| l.members.iter().copied().filter(|w| !round.contributors.contains(w)).collect())
+            .map(|l| {
+                l.members
+                    .iter()
+                    .copied()
+                    .filter(|w| !round.contributors.contains(w))
+                    .collect()
+            })
             .unwrap_or_default();
         for w in &skipped {
             self.counters.workers.entry(*w).or_default().skipped += 1;
@@ -318,7 +373,10 @@ impl Job {
     fn check_worker(&self, worker: u32) -> Result<(), RequestError> {
         let layout = self.layout.as_ref().ok_or(RequestError::NoLayout)?;
         if worker >= layout.workers {
-            return Err(RequestError::UnknownWorker { worker, workers: layout.workers });
+            return Err(RequestError::UnknownWorker {
+                worker,
+                workers: layout.workers,
+            });
         }
         Ok(())
     }
@@ -348,19 +406,22 @@ impl Job {
             return invalid(format!("a member is outside 0..{}", layout.workers));
         }
         let tiles = layout.units.first().map(|u| u.0) == Some(0)
-            && layout.units.windows(2).all(|w| w[0].1 == w[1].0 && w[0].0 < w[0].1)
+            && layout
+                .units
+                .windows(2)
+                .all(|w| w[0].1 == w[1].0 && w[0].0 < w[0].1)
             && layout.units.last().map(|u| u.1) == Some(layout.blocks);
         if !tiles {
             return invalid("reduction units do not tile the blocks in order".into());
         }
         // Units fix the association of the sum for the life of the job (bit-identical results).
-        if let Some(current) = &self.layout {
-            if current.units != layout.units {
-                return invalid("reduction units cannot change during a job".into());
-            }
+        if self
+            .layout
+            .as_ref()
+            .is_some_and(|current| current.units != layout.units)
+        {
+            return invalid("reduction units cannot change during a job".into());
         }
-
-
 
         Ok(())
     }
@@ -369,7 +430,11 @@ impl Job {
 fn assignment(layout: &Layout, worker: u32) -> Assignment {
     Assignment {
         epoch: layout.epoch,
-        blocks: if layout.members.contains(&worker) { layout.queue(worker) } else { Vec::new() },
+        blocks: if layout.members.contains(&worker) {
+            layout.queue(worker)
+        } else {
+            Vec::new()
+        },
         unit_bounds: layout.units.iter().flat_map(|&(lo, hi)| [lo, hi]).collect(),
     }
 }

@@ -57,7 +57,10 @@ pub async fn serve(
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .add_service(training)
         .add_service(control)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), shutdown)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
+            shutdown.await;
+            shared.close_streams();
+        })
         .await?;
     if let Err(status) = shared.save_checkpoint().await {
         tracing::warn!(%status, "no checkpoint on shutdown");

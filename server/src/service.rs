@@ -7,15 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use anyk_proto::v1::{
-    CheckpointRequest, CheckpointResponse, GradientRequest, GradientResponse,
-    InitializeRequest, InitializeResponse, JoinRequest, JoinResponse, Progress, ProgressRequest,
-    SetLayoutRequest, SetLayoutResponse, SubscribeRequest, TrainingSettings, WorkerEvent,
-    control_server::Control, training_server::Training, worker_event::Event,
+    CheckpointRequest, CheckpointResponse, GradientRequest, GradientResponse, InitializeRequest,
+    InitializeResponse, JoinRequest, JoinResponse, Progress, ProgressRequest, SetLayoutRequest,
+    SetLayoutResponse, SubscribeRequest, TrainingSettings, WorkerEvent, control_server::Control,
+    training_server::Training, worker_event::Event,
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::Stream;
-use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
-use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::job::Job;
@@ -27,14 +26,18 @@ type EventSender = mpsc::Sender<Result<WorkerEvent, Status>>;
 pub struct Shared {
     job: Mutex<Job>,
     subscribers: Mutex<HashMap<u32, EventSender>>,
-    progress: broadcast::Sender<Progress>,
+    watchers: Mutex<Vec<mpsc::Sender<Result<Progress, Status>>>>,
     store: Option<CheckpointStore>,
 }
 
 impl Shared {
     pub fn new(job: Job, store: Option<CheckpointStore>) -> Arc<Self> {
-        let (progress, _) = broadcast::channel(4096);
-        Arc::new(Self { job: Mutex::new(job), subscribers: Mutex::new(HashMap::new()), progress, store })
+        Arc::new(Self {
+            job: Mutex::new(job),
+            subscribers: Mutex::new(HashMap::new()),
+            watchers: Mutex::new(Vec::new()),
+            store,
+        })
     }
 
     fn job(&self) -> std::sync::MutexGuard<'_, Job> {
@@ -43,13 +46,16 @@ impl Shared {
 
     /// Sends `event` to every subscribed worker; a worker whose stream is gone is forgotten.
     fn broadcast(&self, event: &WorkerEvent) {
-        self.subscribers.lock().expect("subscribers lock").retain(|_, tx| match tx.try_send(Ok(event.clone())) {
-            Ok(()) => true,
-            // A full queue means the worker is far behind; it resynchronises from the newest
-            // StepReady it gets, so dropping this one loses nothing.
-            Err(mpsc::error::TrySendError::Full(_)) => true,
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        });
+        self.subscribers
+            .lock()
+            .expect("subscribers lock")
+            .retain(|_, tx| match tx.try_send(Ok(event.clone())) {
+                Ok(()) => true,
+                // A full queue means the worker is far behind; it resynchronises from the newest
+                // StepReady it gets, so dropping this one loses nothing.
+                Err(mpsc::error::TrySendError::Full(_)) => true,
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
     }
 
     fn send_to(&self, worker: u32, event: WorkerEvent) {
@@ -59,13 +65,32 @@ impl Shared {
     }
 
     fn publish_progress(&self) {
-        let _ = self.progress.send(self.job().progress());
+        let progress = self.job().progress();
+        // A watcher that falls behind misses intermediate reports, never the stream.
+        self.watchers.lock().expect("watchers lock").retain(|tx| {
+            !matches!(
+                tx.try_send(Ok(progress.clone())),
+                Err(mpsc::error::TrySendError::Closed(_))
+            )
+        });
+    }
+
+    /// Ends every worker and progress stream, so a graceful shutdown does not wait on them.
+    pub fn close_streams(&self) {
+        self.subscribers.lock().expect("subscribers lock").clear();
+        self.watchers.lock().expect("watchers lock").clear();
     }
 
     /// Writes a checkpoint now (off the async threads); returns its step and path.
     pub async fn save_checkpoint(&self) -> Result<(u64, String), Status> {
-        let store = self.store.clone().ok_or_else(|| Status::failed_precondition("no checkpoint directory configured"))?;
-        let ckpt = self.job().checkpoint().ok_or_else(|| Status::unavailable("parameters are not initialized yet"))?;
+        let store = self
+            .store
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("no checkpoint directory configured"))?;
+        let ckpt = self
+            .job()
+            .checkpoint()
+            .ok_or_else(|| Status::unavailable("parameters are not initialized yet"))?;
         let step = ckpt.step;
         let path = tokio::task::spawn_blocking(move || store.save(&ckpt))
             .await
@@ -100,12 +125,22 @@ impl Training for TrainingService {
             blocks: s.blocks,
         };
         tracing::info!(worker = req.worker, needs_init, "worker joined");
-        Ok(Response::new(JoinResponse { needs_init, settings: Some(settings), param_count }))
+        Ok(Response::new(JoinResponse {
+            needs_init,
+            settings: Some(settings),
+            param_count,
+        }))
     }
 
-    async fn initialize(&self, req: Request<InitializeRequest>) -> Result<Response<InitializeResponse>, Status> {
+    async fn initialize(
+        &self,
+        req: Request<InitializeRequest>,
+    ) -> Result<Response<InitializeResponse>, Status> {
         let req = req.into_inner();
-        let released = self.0.job().initialize(req.worker, req.params.as_ref(), Instant::now())?;
+        let released = self
+            .0
+            .job()
+            .initialize(req.worker, req.params.as_ref(), Instant::now())?;
         let accepted = released.is_some();
         if let Some(event) = released {
             tracing::info!(worker = req.worker, "parameters initialized");
@@ -123,7 +158,9 @@ impl Training for TrainingService {
         {
             let job = self.0.job();
             if let Some(assignment) = job.assignment(worker) {
-                let _ = tx.try_send(Ok(WorkerEvent { event: Some(Event::Assignment(assignment)) }));
+                let _ = tx.try_send(Ok(WorkerEvent {
+                    event: Some(Event::Assignment(assignment)),
+                }));
             } else {
                 return Err(crate::error::RequestError::NoLayout.into());
             }
@@ -132,18 +169,25 @@ impl Training for TrainingService {
             }
             // Registered under the job lock, so no released step falls between the snapshot
             // above and the registration.
-            self.0.subscribers.lock().expect("subscribers lock").insert(worker, tx);
+            self.0
+                .subscribers
+                .lock()
+                .expect("subscribers lock")
+                .insert(worker, tx);
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn push_gradient(&self, req: Request<GradientRequest>) -> Result<Response<GradientResponse>, Status> {
+    async fn push_gradient(
+        &self,
+        req: Request<GradientRequest>,
+    ) -> Result<Response<GradientResponse>, Status> {
         let req = req.into_inner();
         let (outcome, checkpoint_due) = {
             let mut job = self.0.job();
-            let outcome = job.push(&req, Instant::now()).inspect_err(|e| {
-                tracing::debug!(worker = req.worker, step = req.step, error = %e, "gradient rejected")
-            })?;
+            let outcome = job.push(&req, Instant::now()).inspect_err(
+                |e| tracing::debug!(worker = req.worker, step = req.step, error = %e, "gradient rejected"),
+            )?;
             if let Some(event) = &outcome.released {
                 // Delivered under the job lock so workers see steps in order.
                 self.0.broadcast(event);
@@ -165,15 +209,27 @@ impl Training for TrainingService {
 
 #[tonic::async_trait]
 impl Control for ControlService {
-    async fn set_layout(&self, req: Request<SetLayoutRequest>) -> Result<Response<SetLayoutResponse>, Status> {
-        let wire = req.into_inner().layout.ok_or_else(|| Status::invalid_argument("layout is missing"))?;
-        let layout = anyk_proto::layout_from_wire(&wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    async fn set_layout(
+        &self,
+        req: Request<SetLayoutRequest>,
+    ) -> Result<Response<SetLayoutResponse>, Status> {
+        let wire = req
+            .into_inner()
+            .layout
+            .ok_or_else(|| Status::invalid_argument("layout is missing"))?;
+        let layout =
+            anyk_proto::layout_from_wire(&wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let epoch = layout.epoch;
         let assignments = {
             let mut job = self.0.job();
             let assignments = job.set_layout(layout)?;
             for (worker, assignment) in assignments.iter().cloned() {
-                self.0.send_to(worker, WorkerEvent { event: Some(Event::Assignment(assignment)) });
+                self.0.send_to(
+                    worker,
+                    WorkerEvent {
+                        event: Some(Event::Assignment(assignment)),
+                    },
+                );
             }
             assignments
         };
@@ -189,16 +245,17 @@ impl Control for ControlService {
     type WatchProgressStream = ProgressStream;
 
     async fn watch_progress(&self, _: Request<ProgressRequest>) -> Result<Response<ProgressStream>, Status> {
-        let rx = self.0.progress.subscribe();
-        let now = self.0.job().progress();
-        // A watcher that falls behind skips to newer progress rather than failing.
-        let updates = BroadcastStream::new(rx).filter_map(|p| p.ok().map(Ok));
-        Ok(Response::new(Box::pin(tokio_stream::once(Ok(now)).chain(updates))))
+        let (tx, rx) = mpsc::channel(1024);
+        let _ = tx.try_send(Ok(self.0.job().progress()));
+        self.0.watchers.lock().expect("watchers lock").push(tx);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn checkpoint(&self, _: Request<CheckpointRequest>) -> Result<Response<CheckpointResponse>, Status> {
+    async fn checkpoint(
+        &self,
+        _: Request<CheckpointRequest>,
+    ) -> Result<Response<CheckpointResponse>, Status> {
         let (step, path) = self.0.save_checkpoint().await?;
         Ok(Response::new(CheckpointResponse { step, path }))
     }
 }
-

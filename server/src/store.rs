@@ -35,7 +35,9 @@ impl CheckpointStore {
         let path = self.dir.join(format!("ckpt-{:012}.anyk", ckpt.step));
         // Unique per save: a periodic save and an on-demand one may race for the same step.
         let unique = SAVES.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join(format!(".ckpt-{:012}.{unique}.anyk.tmp", ckpt.step));
+        let tmp = self
+            .dir
+            .join(format!(".ckpt-{:012}.{unique}.anyk.tmp", ckpt.step));
         let write = || -> std::io::Result<()> {
             fs::create_dir_all(&self.dir)?;
             let mut file = fs::File::create(&tmp)?;
@@ -45,7 +47,10 @@ impl CheckpointStore {
             // The rename is durable only once the directory entry is.
             fs::File::open(&self.dir)?.sync_all()
         };
-        write().map_err(|source| StoreError::Write { path: path.clone(), source })?;
+        write().map_err(|source| StoreError::Write {
+            path: path.clone(),
+            source,
+        })?;
         for old in self.list()?.into_iter().skip(KEEP) {
             let _ = fs::remove_file(old);
         }
@@ -57,8 +62,12 @@ impl CheckpointStore {
         for path in self.list()? {
             match fs::read(&path).map(|bytes| Checkpoint::decode(&bytes)) {
                 Ok(Ok(ckpt)) => return Ok(Some((path, ckpt))),
-                Ok(Err(err)) => tracing::warn!(path = %path.display(), %err, "skipping damaged checkpoint"),
-                Err(err) => tracing::warn!(path = %path.display(), %err, "skipping unreadable checkpoint"),
+                Ok(Err(err)) => {
+                    tracing::warn!(path = %path.display(), %err, "skipping damaged checkpoint")
+                }
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), %err, "skipping unreadable checkpoint")
+                }
             }
         }
         Ok(None)
@@ -69,7 +78,12 @@ impl CheckpointStore {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(StoreError::List { path: self.dir.clone(), source }),
+            Err(source) => {
+                return Err(StoreError::List {
+                    path: self.dir.clone(),
+                    source,
+                });
+            }
         };
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))

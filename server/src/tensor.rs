@@ -12,10 +12,16 @@ pub fn decode(tensor: Option<&Tensor>, want: usize) -> Result<Vec<f32>, RequestE
         return Err(RequestError::UnsupportedDtype(tensor.dtype));
     }
     if tensor.data.len() as u64 != tensor.length.saturating_mul(4) {
-        return Err(RequestError::RaggedTensor { length: tensor.length, bytes: tensor.data.len() });
+        return Err(RequestError::RaggedTensor {
+            length: tensor.length,
+            bytes: tensor.data.len(),
+        });
     }
     if tensor.length != want as u64 {
-        return Err(RequestError::WrongLength { got: tensor.length, want: want as u64 });
+        return Err(RequestError::WrongLength {
+            got: tensor.length,
+            want: want as u64,
+        });
     }
     let values = tensor_bytes::from_bytes(&tensor.data).expect("length checked above");
     if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {

@@ -2,6 +2,7 @@
 //! `y` (i64, [N]), a `test.safetensors`, and `manifest.json` with the shape of the data set.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -12,7 +13,10 @@ pub enum DataError {
     #[error("failed to read {path}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("failed to parse {path}")]
-    Manifest { path: PathBuf, source: serde_json::Error },
+    Manifest {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("failed to load tensors from {path}")]
     Tensors { path: PathBuf, source: tch::TchError },
     #[error("{path} has no tensor named {name:?}")]
@@ -28,7 +32,10 @@ pub struct Manifest {
 
 pub fn manifest(dir: &Path) -> Result<Manifest, DataError> {
     let path = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| DataError::Read { path: path.clone(), source })?;
+    let text = std::fs::read_to_string(&path).map_err(|source| DataError::Read {
+        path: path.clone(),
+        source,
+    })?;
     serde_json::from_str(&text).map_err(|source| DataError::Manifest { path, source })
 }
 
@@ -44,11 +51,16 @@ pub struct Samples {
 
 impl Samples {
     pub fn load(path: &Path, device: Device) -> Result<Self, DataError> {
-        let tensors = Tensor::read_safetensors(path)
-            .map_err(|source| DataError::Tensors { path: path.to_path_buf(), source })?;
+        let tensors = Tensor::read_safetensors(path).map_err(|source| DataError::Tensors {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut by_name: HashMap<String, Tensor> = tensors.into_iter().collect();
         let mut take = |name: &'static str| {
-            by_name.remove(name).ok_or_else(|| DataError::Missing { path: path.to_path_buf(), name })
+            by_name.remove(name).ok_or_else(|| DataError::Missing {
+                path: path.to_path_buf(),
+                name,
+            })
         };
         Ok(Self {
             x: take("x")?.to_kind(Kind::Float).to_device(device),
@@ -82,8 +94,8 @@ impl BlockCache {
     pub fn ensure(&mut self, dir: &Path, blocks: &[u32], device: Device) -> Result<usize, DataError> {
         let mut loaded = 0;
         for &b in blocks {
-            if !self.blocks.contains_key(&b) {
-                self.blocks.insert(b, Samples::load(&block_path(dir, b), device)?);
+            if let Entry::Vacant(slot) = self.blocks.entry(b) {
+                slot.insert(Samples::load(&block_path(dir, b), device)?);
                 loaded += 1;
             }
         }

@@ -86,14 +86,20 @@ fn device(name: &str) -> Result<Device, String> {
 fn model_spec(args: &ModelArgs) -> Result<ModelSpec, Box<dyn std::error::Error>> {
     if args.model == "mlp" {
         let m = manifest(&args.data)?;
-        return Ok(ModelSpec::Mlp { features: m.features, hidden: args.hidden, classes: m.classes });
+        return Ok(ModelSpec::Mlp {
+            features: m.features,
+            hidden: args.hidden,
+            classes: m.classes,
+        });
     }
     Ok(ModelSpec::TorchScript(PathBuf::from(&args.model)))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("ANYK_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ANYK_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
@@ -107,7 +113,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 device: device(&args.model.device)?,
                 straggle: Straggle(args.straggle),
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
             let stats = runtime.block_on(run(config))?;
             tracing::info!(?stats, "worker done");
         }
@@ -117,10 +126,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let ckpt = Checkpoint::decode(&std::fs::read(&args.checkpoint)?)?;
             let mut model = Model::build(&model_spec(&args.model)?, 0, device)?;
             model.set_flat_params(&ckpt.params)?;
-            let path = args.samples.unwrap_or_else(|| args.model.data.join("test.safetensors"));
+            let path = args
+                .samples
+                .unwrap_or_else(|| args.model.data.join("test.safetensors"));
             let samples = Samples::load(&path, device)?;
             let acc = accuracy(&model, &samples)?;
-            println!("{}", serde_json::json!({"accuracy": acc, "samples": samples.len(), "step": ckpt.step}));
+            println!(
+                "{}",
+                serde_json::json!({"accuracy": acc, "samples": samples.len(), "step": ckpt.step})
+            );
         }
     }
     Ok(())

@@ -20,14 +20,25 @@ pub enum ModelError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSpec {
     /// Two-layer perceptron with a ReLU hidden layer.
-    Mlp { features: i64, hidden: i64, classes: i64 },
+    Mlp {
+        features: i64,
+        hidden: i64,
+        classes: i64,
+    },
     /// A TorchScript module whose `forward(x)` returns logits.
     TorchScript(std::path::PathBuf),
 }
 
 pub enum Model {
-    Mlp { _vs: nn::VarStore, net: nn::Sequential, params: Vec<Tensor> },
-    Script { module: tch::CModule, params: Vec<Tensor> },
+    Mlp {
+        _vs: nn::VarStore,
+        net: nn::Sequential,
+        params: Vec<Tensor>,
+    },
+    Script {
+        module: tch::CModule,
+        params: Vec<Tensor>,
+    },
 }
 
 impl Model {
@@ -35,7 +46,11 @@ impl Model {
     /// every worker, whatever its device, starts from the same parameters.
     pub fn build(spec: &ModelSpec, seed: u64, device: Device) -> Result<Self, ModelError> {
         match spec {
-            ModelSpec::Mlp { features, hidden, classes } => {
+            ModelSpec::Mlp {
+                features,
+                hidden,
+                classes,
+            } => {
                 tch::manual_seed(seed as i64);
                 let mut vs = nn::VarStore::new(Device::Cpu);
                 let root = vs.root();
@@ -50,11 +65,17 @@ impl Model {
                 Ok(Model::Mlp { _vs: vs, net, params })
             }
             ModelSpec::TorchScript(path) => {
-                let module = tch::CModule::load_on_device(path, device)
-                    .map_err(|source| ModelError::Load { path: display(path), source })?;
+                let module =
+                    tch::CModule::load_on_device(path, device).map_err(|source| ModelError::Load {
+                        path: display(path),
+                        source,
+                    })?;
                 let mut named = module.named_parameters()?;
                 named.sort_by(|a, b| a.0.cmp(&b.0));
-                let params = named.into_iter().map(|(_, t)| t.set_requires_grad(true)).collect();
+                let params = named
+                    .into_iter()
+                    .map(|(_, t)| t.set_requires_grad(true))
+                    .collect();
                 Ok(Model::Script { module, params })
             }
         }
@@ -86,13 +107,18 @@ impl Model {
     pub fn set_flat_params(&mut self, flat: &[f32]) -> Result<(), ModelError> {
         let want = self.param_count();
         if flat.len() != want {
-            return Err(ModelError::WrongLength { got: flat.len(), want });
+            return Err(ModelError::WrongLength {
+                got: flat.len(),
+                want,
+            });
         }
         let mut offset = 0;
         tch::no_grad(|| -> Result<(), ModelError> {
             for p in self.params() {
                 let n = p.numel();
-                let src = Tensor::from_slice(&flat[offset..offset + n]).to_device(p.device()).view_as(p);
+                let src = Tensor::from_slice(&flat[offset..offset + n])
+                    .to_device(p.device())
+                    .view_as(p);
                 p.shallow_clone().f_copy_(&src)?;
                 offset += n;
             }
@@ -114,7 +140,14 @@ impl Model {
 }
 
 fn flatten(tensors: impl Iterator<Item = Tensor>) -> Result<Vec<f32>, ModelError> {
-    let parts: Vec<Tensor> = tensors.map(|t| t.detach().to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1)).collect();
+    let parts: Vec<Tensor> = tensors
+        .map(|t| {
+            t.detach()
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .flatten(0, -1)
+        })
+        .collect();
     let flat = Tensor::f_cat(&parts, 0)?.contiguous();
     Ok(Vec::<f32>::try_from(&flat)?)
 }

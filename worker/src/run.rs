@@ -10,8 +10,8 @@ use anyk_core::minibatch::minibatch;
 use anyk_core::tensor_bytes;
 use anyk_proto::transport::MAX_MESSAGE_BYTES;
 use anyk_proto::v1::{
-    Assignment, DataType, GradientRequest, InitializeRequest, JoinRequest, JoinResponse, SubscribeRequest, Tensor,
-    TrainingSettings, WorkerEvent, training_client::TrainingClient, worker_event::Event,
+    Assignment, DataType, GradientRequest, InitializeRequest, JoinRequest, JoinResponse, SubscribeRequest,
+    Tensor, TrainingSettings, WorkerEvent, training_client::TrainingClient, worker_event::Event,
 };
 use tch::Device;
 use tokio::sync::mpsc;
@@ -74,14 +74,23 @@ pub async fn run(config: WorkerConfig) -> Result<RunStats, RunError> {
     let mut model = Model::build(&config.model, settings.seed, config.device)?;
     let param_count = model.param_count() as u64;
     if !joined.needs_init && joined.param_count != param_count {
-        return Err(RunError::ModelMismatch { local: param_count, job: joined.param_count });
+        return Err(RunError::ModelMismatch {
+            local: param_count,
+            job: joined.param_count,
+        });
     }
     if joined.needs_init {
         let params = model.flat_params()?;
         client
-            .initialize(InitializeRequest { worker: config.worker, params: Some(tensor(&params)) })
+            .initialize(InitializeRequest {
+                worker: config.worker,
+                params: Some(tensor(&params)),
+            })
             .await
-            .map_err(|source| RunError::Refused { action: "initial parameters", source })?;
+            .map_err(|source| RunError::Refused {
+                action: "initial parameters",
+                source,
+            })?;
     }
     let mut events = subscribe(&mut client, config.worker).await?;
     let mut worker = Worker {
@@ -130,14 +139,19 @@ impl Worker<'_> {
     fn apply(&mut self, event: WorkerEvent) -> Result<bool, RunError> {
         match event.event {
             Some(Event::Assignment(a)) => {
-                let loaded = self.cache.ensure(&self.config.data, &a.blocks, self.config.device)?;
+                let loaded = self
+                    .cache
+                    .ensure(&self.config.data, &a.blocks, self.config.device)?;
                 tracing::info!(epoch = a.epoch, blocks = ?a.blocks, loaded, "assignment");
                 self.assignment = a;
             }
             Some(Event::Step(s)) => {
                 let params = s.params.map(|t| tensor_bytes::from_bytes(&t.data)).transpose();
                 let params = params.map_err(|_| RunError::StreamEnded)?.unwrap_or_default();
-                self.pending = Some(Step { number: s.step, params });
+                self.pending = Some(Step {
+                    number: s.step,
+                    params,
+                });
             }
             Some(Event::Finished(f)) => {
                 tracing::info!(step = f.step, sha256 = %f.param_sha256, "training finished");
@@ -161,7 +175,12 @@ impl Worker<'_> {
 
     /// Computes and sends block gradients for `step` until the server has them all.
     /// Returns true when training is over.
-    async fn compute_step(&mut self, model: &mut Model, step: u64, events: &mut Events) -> Result<bool, RunError> {
+    async fn compute_step(
+        &mut self,
+        model: &mut Model,
+        step: u64,
+        events: &mut Events,
+    ) -> Result<bool, RunError> {
         let mut done: BTreeSet<u32> = BTreeSet::new();
         let mut covered: BTreeSet<u32> = BTreeSet::new();
         loop {
@@ -172,7 +191,12 @@ impl Worker<'_> {
                 self.stats.steps_abandoned += 1;
                 return Ok(false);
             }
-            let next = self.assignment.blocks.iter().copied().find(|b| !done.contains(b) && !covered.contains(b));
+            let next = self
+                .assignment
+                .blocks
+                .iter()
+                .copied()
+                .find(|b| !done.contains(b) && !covered.contains(b));
             let Some(block) = next else {
                 self.stats.steps += 1;
                 return Ok(false);
@@ -203,7 +227,13 @@ impl Worker<'_> {
             let send = pushed.elapsed();
             // Exponential average, so one slow round trip does not dominate the straggle delay.
             self.send_time = (self.send_time * 3 + send) / 4;
-            tracing::debug!(step, block, compute_us = compute.as_micros() as u64, send_us = send.as_micros() as u64, "block");
+            tracing::debug!(
+                step,
+                block,
+                compute_us = compute.as_micros() as u64,
+                send_us = send.as_micros() as u64,
+                "block"
+            );
             match result {
                 Ok(response) => {
                     let response = response.into_inner();
@@ -218,24 +248,40 @@ impl Worker<'_> {
                 Err(status) if status.code() == Code::FailedPrecondition => {
                     tracing::debug!(%status, "gradient fenced by a newer layout");
                     done.remove(&block);
-                    if let Some(event) = events.recv().await {
-                        if self.apply(event?)? {
-                            return Ok(true);
-                        }
+                    if let Some(event) = events.recv().await
+                        && self.apply(event?)?
+                    {
+                        return Ok(true);
                     }
                 }
                 Err(status) if status.code() == Code::PermissionDenied => {
                     tracing::debug!(%status, "block moved away");
                 }
-                Err(source) => return Err(RunError::Refused { action: "a gradient", source }),
+                Err(source) => {
+                    return Err(RunError::Refused {
+                        action: "a gradient",
+                        source,
+                    });
+                }
             }
             self.stats.blocks_skipped = self.stats.blocks_skipped.max(covered.len() as u64);
         }
     }
 
-    fn block_gradient(&mut self, model: &mut Model, step: u64, block: u32) -> Result<(Vec<f32>, f32), RunError> {
+    fn block_gradient(
+        &mut self,
+        model: &mut Model,
+        step: u64,
+        block: u32,
+    ) -> Result<(Vec<f32>, f32), RunError> {
         let samples = self.cache.get(block).expect("assigned blocks are loaded");
-        let rows = minibatch(self.settings.seed, step, block, samples.len(), self.settings.batch_size as usize);
+        let rows = minibatch(
+            self.settings.seed,
+            step,
+            block,
+            samples.len(),
+            self.settings.batch_size as usize,
+        );
         let (x, y) = samples.select(&rows);
         Ok(tokio::task::block_in_place(|| model.gradient(&x, &y))?)
     }
@@ -271,7 +317,12 @@ async fn join(client: &mut TrainingClient<Channel>, worker: u32) -> Result<JoinR
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
-            Err(source) => return Err(RunError::Refused { action: "the join", source }),
+            Err(source) => {
+                return Err(RunError::Refused {
+                    action: "the join",
+                    source,
+                });
+            }
         }
     }
 }
@@ -280,7 +331,10 @@ async fn subscribe(client: &mut TrainingClient<Channel>, worker: u32) -> Result<
     let mut stream = client
         .subscribe(SubscribeRequest { worker })
         .await
-        .map_err(|source| RunError::Refused { action: "the subscription", source })?
+        .map_err(|source| RunError::Refused {
+            action: "the subscription",
+            source,
+        })?
         .into_inner();
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {

@@ -13,9 +13,15 @@ impl FromStr for Straggler {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let (w, f) = s.split_once(':').ok_or_else(|| format!("--straggle {s:?}: expected W:FACTOR, e.g. 3:5"))?;
-        let worker = w.parse().map_err(|_| format!("--straggle {s:?}: worker {w:?} is not a number"))?;
-        let factor: f64 = f.parse().map_err(|_| format!("--straggle {s:?}: factor {f:?} is not a number"))?;
+        let (w, f) = s
+            .split_once(':')
+            .ok_or_else(|| format!("--straggle {s:?}: expected W:FACTOR, e.g. 3:5"))?;
+        let worker = w
+            .parse()
+            .map_err(|_| format!("--straggle {s:?}: worker {w:?} is not a number"))?;
+        let factor: f64 = f
+            .parse()
+            .map_err(|_| format!("--straggle {s:?}: factor {f:?} is not a number"))?;
         if !(factor >= 1.0 && factor.is_finite()) {
             return Err(format!("--straggle {s:?}: factor must be at least 1"));
         }
@@ -34,9 +40,15 @@ impl FromStr for Kill {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let (w, t) = s.split_once('@').ok_or_else(|| format!("--kill {s:?}: expected W@STEP, e.g. 4@100"))?;
-        let worker = w.parse().map_err(|_| format!("--kill {s:?}: worker {w:?} is not a number"))?;
-        let step = t.parse().map_err(|_| format!("--kill {s:?}: step {t:?} is not a number"))?;
+        let (w, t) = s
+            .split_once('@')
+            .ok_or_else(|| format!("--kill {s:?}: expected W@STEP, e.g. 4@100"))?;
+        let worker = w
+            .parse()
+            .map_err(|_| format!("--kill {s:?}: worker {w:?} is not a number"))?;
+        let step = t
+            .parse()
+            .map_err(|_| format!("--kill {s:?}: step {t:?} is not a number"))?;
         Ok(Self { worker, step })
     }
 }
@@ -52,14 +64,25 @@ impl Faults {
     /// The demo's faults: one persistent 5x straggler, and one worker killed a third of the way in.
     pub fn default_for(workers: u32, steps: u64) -> Self {
         Self {
-            stragglers: vec![Straggler { worker: 1, factor: 5.0 }],
-            kills: vec![Kill { worker: workers / 2, step: steps / 3 }],
+            stragglers: vec![Straggler {
+                worker: 1,
+                factor: 5.0,
+            }],
+            kills: vec![Kill {
+                worker: workers / 2,
+                step: steps / 3,
+            }],
         }
     }
 
     /// Rejects faults that name workers outside 0..n.
     pub fn check(&self, workers: u32) -> Result<(), String> {
-        let bad = self.stragglers.iter().map(|s| s.worker).chain(self.kills.iter().map(|k| k.worker)).find(|&w| w >= workers);
+        let bad = self
+            .stragglers
+            .iter()
+            .map(|s| s.worker)
+            .chain(self.kills.iter().map(|k| k.worker))
+            .find(|&w| w >= workers);
         match bad {
             Some(w) => Err(format!("fault names worker {w}, but workers are 0..{workers}")),
             None => Ok(()),
@@ -67,7 +90,11 @@ impl Faults {
     }
 
     pub fn straggle_factor(&self, worker: u32) -> f64 {
-        self.stragglers.iter().filter(|s| s.worker == worker).map(|s| s.factor).fold(1.0, f64::max)
+        self.stragglers
+            .iter()
+            .filter(|s| s.worker == worker)
+            .map(|s| s.factor)
+            .fold(1.0, f64::max)
     }
 }
 
@@ -77,12 +104,21 @@ mod tests {
 
     #[test]
     fn parses_and_names_the_problem() {
-        assert_eq!("3:5".parse::<Straggler>().unwrap(), Straggler { worker: 3, factor: 5.0 });
+        assert_eq!(
+            "3:5".parse::<Straggler>().unwrap(),
+            Straggler {
+                worker: 3,
+                factor: 5.0
+            }
+        );
         assert_eq!("4@100".parse::<Kill>().unwrap(), Kill { worker: 4, step: 100 });
         assert!("3".parse::<Straggler>().unwrap_err().contains("W:FACTOR"));
         assert!("3:0.5".parse::<Straggler>().unwrap_err().contains("at least 1"));
         assert!("x@1".parse::<Kill>().unwrap_err().contains("not a number"));
-        let faults = Faults { kills: vec![Kill { worker: 9, step: 1 }], ..Faults::default() };
+        let faults = Faults {
+            kills: vec![Kill { worker: 9, step: 1 }],
+            ..Faults::default()
+        };
         assert!(faults.check(8).unwrap_err().contains("worker 9"));
     }
 }

@@ -106,13 +106,19 @@ impl LocalArgs {
         } else if self.straggle.is_empty() && self.kill.is_empty() {
             Faults::default_for(self.workers, self.steps)
         } else {
-            Faults { stragglers: self.straggle.clone(), kills: self.kill.clone() }
+            Faults {
+                stragglers: self.straggle.clone(),
+                kills: self.kill.clone(),
+            }
         }
     }
 }
 
 pub fn run(args: LocalArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let summary = runtime.block_on(supervisor::run(&args))?;
     summary.print();
     if let Some(path) = &args.summary {

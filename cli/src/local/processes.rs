@@ -13,13 +13,19 @@ pub fn bin_dir() -> Result<PathBuf, LocalError> {
     if let Some(dir) = std::env::var_os("ANYK_BIN_DIR") {
         return Ok(PathBuf::from(dir));
     }
-    let exe = std::env::current_exe().map_err(|source| LocalError::Io { what: "locate anyk".into(), source })?;
+    let exe = std::env::current_exe().map_err(|source| LocalError::Io {
+        what: "locate anyk".into(),
+        source,
+    })?;
     Ok(exe.parent().map(Path::to_path_buf).unwrap_or_default())
 }
 
 fn log_file(logs: &Path, name: &str) -> Result<std::fs::File, LocalError> {
     let path = logs.join(format!("{name}.log"));
-    std::fs::File::create(&path).map_err(|source| LocalError::Io { what: format!("create {}", path.display()), source })
+    std::fs::File::create(&path).map_err(|source| LocalError::Io {
+        what: format!("create {}", path.display()),
+        source,
+    })
 }
 
 /// Starts the server on a free loopback port; returns it and its URL.
@@ -32,22 +38,43 @@ pub async fn start_server(bin: &Path, args: &[String], logs: &Path) -> Result<(C
         .stderr(log_file(logs, "server")?)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| LocalError::Io { what: format!("start {}", exe.display()), source })?;
+        .map_err(|source| LocalError::Io {
+            what: format!("start {}", exe.display()),
+            source,
+        })?;
     let stdout = child.stdout.take().expect("piped");
     let mut lines = BufReader::new(stdout).lines();
     let line = lines
         .next_line()
         .await
-        .map_err(|source| LocalError::Io { what: "read the server's address".into(), source })?
-        .ok_or_else(|| LocalError::Process(format!("anyk-server exited at start; see {}/server.log", logs.display())))?;
+        .map_err(|source| LocalError::Io {
+            what: "read the server's address".into(),
+            source,
+        })?
+        .ok_or_else(|| {
+            LocalError::Process(format!(
+                "anyk-server exited at start; see {}/server.log",
+                logs.display()
+            ))
+        })?;
     let addr = line.rsplit(' ').next().unwrap_or_default().to_string();
     Ok((child, format!("http://{addr}")))
 }
 
 /// Starts worker `id` with `args` (data, model, device, straggle).
-pub fn start_worker(bin: &Path, id: u32, incarnation: u32, args: &[String], logs: &Path) -> Result<Child, LocalError> {
+pub fn start_worker(
+    bin: &Path,
+    id: u32,
+    incarnation: u32,
+    args: &[String],
+    logs: &Path,
+) -> Result<Child, LocalError> {
     let exe = bin.join("anyk-worker");
-    let name = if incarnation == 0 { format!("worker-{id}") } else { format!("worker-{id}.{incarnation}") };
+    let name = if incarnation == 0 {
+        format!("worker-{id}")
+    } else {
+        format!("worker-{id}.{incarnation}")
+    };
     Command::new(&exe)
         .arg("train")
         .args(["--worker", &id.to_string()])
@@ -57,7 +84,10 @@ pub fn start_worker(bin: &Path, id: u32, incarnation: u32, args: &[String], logs
         .stderr(log_file(logs, &name)?)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| LocalError::Io { what: format!("start {}", exe.display()), source })
+        .map_err(|source| LocalError::Io {
+            what: format!("start {}", exe.display()),
+            source,
+        })
 }
 
 /// Runs `anyk-worker evaluate` on a checkpoint; returns its test accuracy.
@@ -69,11 +99,19 @@ pub async fn evaluate(bin: &Path, checkpoint: &str, args: &[String]) -> Result<f
         .args(args)
         .output()
         .await
-        .map_err(|source| LocalError::Io { what: format!("run {}", exe.display()), source })?;
+        .map_err(|source| LocalError::Io {
+            what: format!("run {}", exe.display()),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(LocalError::Process(format!("evaluation failed: {}", String::from_utf8_lossy(&out.stderr))));
+        return Err(LocalError::Process(format!(
+            "evaluation failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
     }
     let json: serde_json::Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| LocalError::Process(format!("evaluation printed no JSON: {e}")))?;
-    json["accuracy"].as_f64().ok_or_else(|| LocalError::Process("evaluation JSON has no accuracy".into()))
+    json["accuracy"]
+        .as_f64()
+        .ok_or_else(|| LocalError::Process("evaluation JSON has no accuracy".into()))
 }

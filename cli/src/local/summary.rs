@@ -31,15 +31,34 @@ pub struct Summary {
 impl Summary {
     pub fn print(&self) {
         println!("---- summary ({}) ----", self.mode);
-        println!("layout            n={} r={} k={} m={}", self.workers, self.replication, self.target, self.blocks);
+        println!(
+            "layout            n={} r={} k={} m={}",
+            self.workers, self.replication, self.target, self.blocks
+        );
         println!("steps             {}", self.steps);
         println!("test accuracy     {:.2}%", self.final_test_accuracy * 100.0);
         println!("final loss        {:.4}", self.final_loss);
         println!("mean step         {:.2} ms", self.mean_step_ms);
-        println!("gradients/step    {:.1} (m = {})", self.gradients_per_step, self.blocks);
-        println!("stragglers skipped {} worker-steps; late gradients dropped {}", self.stragglers_skipped, self.late_gradients_dropped);
-        println!("workers killed    {}; repairs {}; rebalances {}", self.workers_killed, self.repairs, self.rebalances);
-        println!("coverage held     {}", if self.coverage_held_every_step { "every step" } else { "NOT every step" });
+        println!(
+            "gradients/step    {:.1} (m = {})",
+            self.gradients_per_step, self.blocks
+        );
+        println!(
+            "stragglers skipped {} worker-steps; late gradients dropped {}",
+            self.stragglers_skipped, self.late_gradients_dropped
+        );
+        println!(
+            "workers killed    {}; repairs {}; rebalances {}",
+            self.workers_killed, self.repairs, self.rebalances
+        );
+        println!(
+            "coverage held     {}",
+            if self.coverage_held_every_step {
+                "every step"
+            } else {
+                "NOT every step"
+            }
+        );
         println!("wall time         {:.1} s", self.wall_seconds);
     }
 }

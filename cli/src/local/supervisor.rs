@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyk_core::{Layout, RepairError, plan, rebalance, repair, uncoded, verify};
-use anyk_proto::v1::{CheckpointRequest, Progress, ProgressRequest, SetLayoutRequest, control_client::ControlClient};
+use anyk_proto::v1::{
+    CheckpointRequest, Progress, ProgressRequest, SetLayoutRequest, control_client::ControlClient,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::process::Child;
 use tonic::transport::Channel;
@@ -32,7 +34,10 @@ pub async fn run(args: &LocalArgs) -> Result<Summary, LocalError> {
     for dir in [&logs, &checkpoints] {
         // A fresh checkpoint directory: the server would otherwise resume an earlier run.
         let _ = std::fs::remove_dir_all(dir);
-        std::fs::create_dir_all(dir).map_err(|source| LocalError::Io { what: format!("create {}", dir.display()), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| LocalError::Io {
+            what: format!("create {}", dir.display()),
+            source,
+        })?;
     }
     let bin = bin_dir()?;
     let server_args: Vec<String> = [
@@ -62,14 +67,22 @@ pub async fn run(args: &LocalArgs) -> Result<Summary, LocalError> {
         args.device.clone(),
     ];
     let worker_args = |straggle: f64| -> Vec<String> {
-        let mut v = vec!["--server".into(), url.clone(), "--straggle".into(), straggle.to_string()];
+        let mut v = vec![
+            "--server".into(),
+            url.clone(),
+            "--straggle".into(),
+            straggle.to_string(),
+        ];
         v.extend(model_args.iter().cloned());
         v
     };
     let mut workers: BTreeMap<u32, Child> = BTreeMap::new();
     let mut incarnations: BTreeMap<u32, u32> = BTreeMap::new();
     for w in 0..args.workers {
-        workers.insert(w, start_worker(&bin, w, 0, &worker_args(faults.straggle_factor(w)), &logs)?);
+        workers.insert(
+            w,
+            start_worker(&bin, w, 0, &worker_args(faults.straggle_factor(w)), &logs)?,
+        );
         incarnations.insert(w, 0);
     }
 
@@ -78,13 +91,26 @@ pub async fn run(args: &LocalArgs) -> Result<Summary, LocalError> {
         None => format!("coded, {:?}", layout.scheme).to_lowercase(),
     };
     let bar = progress_bar(args.steps);
-    say(&bar, format!(
-        "anyk local: {mode}, n={} r={} k={} m={} blocks, {} steps; faults: {}; logs in {}",
-        layout.workers, layout.replication, layout.target, layout.blocks, args.steps, describe(&faults), logs.display()
-    ));
+    say(
+        &bar,
+        format!(
+            "anyk local: {mode}, n={} r={} k={} m={} blocks, {} steps; faults: {}; logs in {}",
+            layout.workers,
+            layout.replication,
+            layout.target,
+            layout.blocks,
+            args.steps,
+            describe(&faults),
+            logs.display()
+        ),
+    );
 
     let mut stream = control.watch_progress(ProgressRequest {}).await?.into_inner();
-    let mut run = RunState { live: (0..args.workers).collect(), coverage_ok: true, ..RunState::default() };
+    let mut run = RunState {
+        live: (0..args.workers).collect(),
+        coverage_ok: true,
+        ..RunState::default()
+    };
     let mut kills = faults.kills.clone();
     kills.sort_by_key(|k| k.step);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -167,7 +193,10 @@ pub async fn run(args: &LocalArgs) -> Result<Summary, LocalError> {
     let accuracy = evaluate(&bin, &ckpt.path, &model_args).await?;
     // Workers leave on their own once told training finished; make sure of it.
     for (_, mut child) in workers {
-        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .is_err()
+        {
             let _ = child.kill().await;
         }
     }
@@ -215,29 +244,51 @@ impl RunState {
         let cov = verify(layout, &self.live);
         self.coverage_ok &= cov.holds;
         bar.set_position(p.step);
-        bar.set_message(format!("loss {:.3}  epoch {}  margin {}", p.loss, layout.epoch, cov.margin));
+        bar.set_message(format!(
+            "loss {:.3}  epoch {}  margin {}",
+            p.loss, layout.epoch, cov.margin
+        ));
         if every > 0 && (self.step + 1..=p.step).any(|s| s % every == 0 || s == 1) {
             let skipped = if p.skipped_last_step.is_empty() {
                 "none".to_string()
             } else {
-                p.skipped_last_step.iter().map(|w| format!("w{w}")).collect::<Vec<_>>().join(",")
+                p.skipped_last_step
+                    .iter()
+                    .map(|w| format!("w{w}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
             };
-            say(bar, format!(
-                "step {:>4}/{}  loss {:.4}  epoch {}  coverage {} (margin {})  skipped {}  {:.1} ms/step",
-                p.step, p.total_steps, p.loss, layout.epoch, if cov.holds { "ok" } else { "LOST" }, cov.margin, skipped, p.mean_step_ms
-            ));
+            say(
+                bar,
+                format!(
+                    "step {:>4}/{}  loss {:.4}  epoch {}  coverage {} (margin {})  skipped {}  {:.1} ms/step",
+                    p.step,
+                    p.total_steps,
+                    p.loss,
+                    layout.epoch,
+                    if cov.holds { "ok" } else { "LOST" },
+                    cov.margin,
+                    skipped,
+                    p.mean_step_ms
+                ),
+            );
         }
         self.step = p.step;
     }
 }
 
 fn joins(p: &Progress, worker: u32) -> u64 {
-    p.workers.iter().find(|w| w.worker == worker).map_or(0, |w| w.joins)
+    p.workers
+        .iter()
+        .find(|w| w.worker == worker)
+        .map_or(0, |w| w.joins)
 }
 
 async fn push(control: &mut ControlClient<Channel>, layout: &Layout) -> Result<(), LocalError> {
     let wire = anyk_proto::layout_to_wire(layout);
-    control.set_layout(SetLayoutRequest { layout: Some(wire) }).await?;
+    control
+        .set_layout(SetLayoutRequest { layout: Some(wire) })
+        .await?;
     Ok(())
 }
 
@@ -255,18 +306,41 @@ fn progress_bar(steps: u64) -> ProgressBar {
 }
 
 fn describe(faults: &Faults) -> String {
-    let mut parts: Vec<String> = faults.stragglers.iter().map(|s| format!("worker {} {}x slower", s.worker, s.factor)).collect();
-    parts.extend(faults.kills.iter().map(|k| format!("worker {} killed at step {}", k.worker, k.step)));
-    if parts.is_empty() { "none".into() } else { parts.join(", ") }
+    let mut parts: Vec<String> = faults
+        .stragglers
+        .iter()
+        .map(|s| format!("worker {} {}x slower", s.worker, s.factor))
+        .collect();
+    parts.extend(
+        faults
+            .kills
+            .iter()
+            .map(|k| format!("worker {} killed at step {}", k.worker, k.step)),
+    );
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
 }
 
 fn moves_text(moves: &[anyk_core::Move]) -> String {
-    moves.iter().map(|m| format!("b{}->w{}", m.block, m.to)).collect::<Vec<_>>().join(" ")
+    moves
+        .iter()
+        .map(|m| format!("b{}->w{}", m.block, m.to))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn workdir(args: &LocalArgs) -> Result<PathBuf, LocalError> {
-    let dir = args.workdir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("anyk-local-{}", std::process::id())));
-    std::fs::create_dir_all(&dir).map_err(|source| LocalError::Io { what: format!("create {}", dir.display()), source })?;
+    let dir = args
+        .workdir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("anyk-local-{}", std::process::id())));
+    std::fs::create_dir_all(&dir).map_err(|source| LocalError::Io {
+        what: format!("create {}", dir.display()),
+        source,
+    })?;
     Ok(dir)
 }
 
@@ -274,18 +348,31 @@ fn workdir(args: &LocalArgs) -> Result<PathBuf, LocalError> {
 fn prepare_data(args: &LocalArgs, workdir: &Path) -> Result<PathBuf, LocalError> {
     let input = args.data.clone().unwrap_or_else(bundled_digits);
     if input.is_dir() {
-        let manifest = std::fs::read_to_string(input.join("manifest.json"))
-            .map_err(|source| LocalError::Io { what: format!("read {}/manifest.json", input.display()), source })?;
-        let blocks = serde_json::from_str::<serde_json::Value>(&manifest).ok().and_then(|m| m["blocks"].as_u64());
+        let manifest =
+            std::fs::read_to_string(input.join("manifest.json")).map_err(|source| LocalError::Io {
+                what: format!("read {}/manifest.json", input.display()),
+                source,
+            })?;
+        let blocks = serde_json::from_str::<serde_json::Value>(&manifest)
+            .ok()
+            .and_then(|m| m["blocks"].as_u64());
         if blocks != Some(u64::from(args.blocks)) {
             return Err(LocalError::Invalid(format!(
-                "{} holds {blocks:?} blocks but --blocks is {}", input.display(), args.blocks
+                "{} holds {blocks:?} blocks but --blocks is {}",
+                input.display(),
+                args.blocks
             )));
         }
         return Ok(input);
     }
     let out = workdir.join("data");
-    data_split::run(&SplitArgs { input, blocks: args.blocks, out: out.clone(), test_fraction: 0.2, seed: 0 })?;
+    data_split::run(&SplitArgs {
+        input,
+        blocks: args.blocks,
+        out: out.clone(),
+        test_fraction: 0.2,
+        seed: 0,
+    })?;
     Ok(out)
 }
 

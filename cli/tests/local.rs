@@ -1,0 +1,140 @@
+//! `anyk local` end to end: real processes, real gRPC, real libtorch.
+
+mod common;
+
+use std::process::Output;
+
+use common::{anyk, stderr, stdout};
+
+#[test]
+fn the_default_demo_learns_digits_through_a_straggler_and_a_kill() {
+    let (s, out) = local(&[]);
+    let accuracy = s["final_test_accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.95, "test accuracy {accuracy}");
+    assert_eq!(s["steps"], 300);
+    assert_eq!(s["workers_killed"], 1);
+    assert_eq!(s["repairs"], 1);
+    assert_eq!(s["coverage_held_every_step"], true);
+    // The 5x straggler was not waited for on most steps.
+    assert!(s["stragglers_skipped"].as_u64().unwrap() >= 150, "{s}");
+    let text = stdout(&out);
+    assert!(
+        text.contains("killed worker 4") && text.contains("repair to epoch 2"),
+        "{text}"
+    );
+    let last = text.lines().last().unwrap();
+    assert_eq!(
+        last,
+        format!("param sha256: {}", s["param_sha256"].as_str().unwrap())
+    );
+}
+
+/// Invariant 3: stragglers and up to r-1 killed workers leave every bit of the model unchanged.
+#[test]
+fn faults_within_tolerance_do_not_change_a_bit() {
+    let steps = ["--steps", "60"];
+    let (clean, _) = local(&[&steps[..], &["--no-faults"]].concat());
+    let (faulty, _) = local(
+        &[
+            &steps[..],
+            &["--straggle", "1:5", "--kill", "2@15", "--kill", "6@30"],
+        ]
+        .concat(),
+    );
+    assert_eq!(faulty["workers_killed"], 2);
+    assert_eq!(faulty["repairs"], 2);
+    assert_eq!(faulty["coverage_held_every_step"], true);
+    assert_eq!(clean["param_sha256"], faulty["param_sha256"]);
+    // And the same as the uncoded baseline: coding changes who computes, not what is computed.
+    let (sync, _) = local(&[&steps[..], &["--baseline", "sync", "--no-faults"]].concat());
+    assert_eq!(sync["gradients_per_step"], 24.0);
+    assert_eq!(clean["param_sha256"], sync["param_sha256"]);
+}
+
+#[test]
+fn fractional_layouts_heal_without_changing_a_bit() {
+    let job = [
+        "--workers",
+        "6",
+        "--replication",
+        "3",
+        "--target",
+        "4",
+        "--blocks",
+        "12",
+        "--steps",
+        "40",
+    ];
+    let (clean, out) = local(&[&job[..], &["--no-faults"]].concat());
+    assert!(stdout(&out).contains("fractional"), "{}", stdout(&out));
+    let (faulty, _) = local(&[&job[..], &["--kill", "0@10", "--kill", "4@20"]].concat());
+    assert_eq!(faulty["repairs"], 2);
+    assert_eq!(clean["param_sha256"], faulty["param_sha256"]);
+}
+
+#[test]
+fn bad_arguments_name_the_problem() {
+    let out = anyk(&["local", "--replication", "2"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("r >= n-k+1"), "{}", stderr(&out));
+    let out = anyk(&["local", "--kill", "9@10"]);
+    assert!(stderr(&out).contains("worker 9"), "{}", stderr(&out));
+    let out = anyk(&["local", "--straggle", "1:x"]);
+    assert!(stderr(&out).contains("not a number"), "{}", stderr(&out));
+}
+
+/// A user's own PyTorch model: a TorchScript file made by real PyTorch, trained through tch.
+#[test]
+fn trains_a_users_torchscript_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.pt");
+    let script = format!(
+        "import torch\n\
+         torch.manual_seed(0)\n\
+         m = torch.nn.Sequential(torch.nn.Linear(64, 48), torch.nn.Tanh(), torch.nn.Linear(48, 10))\n\
+         torch.jit.script(m).save({:?})\n",
+        model.to_str().unwrap()
+    );
+    let made = std::process::Command::new("python3")
+        .args(["-W", "ignore", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "PyTorch must be importable (hack/test puts its virtual environment on PATH): {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let (s, _) = local(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--no-faults",
+        "--steps",
+        "150",
+    ]);
+    let accuracy = s["final_test_accuracy"].as_f64().unwrap();
+    assert!(accuracy >= 0.9, "TorchScript model reached only {accuracy}");
+}
+
+/// Runs `anyk local` with `args` plus a summary file and workdir; returns the summary.
+pub fn local(args: &[&str]) -> (serde_json::Value, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.json");
+    let workdir = dir.path().join("work");
+    let mut full = vec![
+        "local",
+        "--summary",
+        summary.to_str().unwrap(),
+        "--workdir",
+        workdir.to_str().unwrap(),
+    ];
+    full.extend_from_slice(args);
+    let out = anyk(&full);
+    assert!(
+        out.status.success(),
+        "anyk {full:?} failed:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let json = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    (json, out)
+}
