@@ -186,3 +186,41 @@ fn data_split_names_the_bad_row() {
         stderr(&out)
     );
 }
+
+#[test]
+fn data_split_reads_safetensors_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/digits.csv.gz");
+    let first = dir.path().join("first");
+    let out = anyk(&[
+        "data",
+        "split",
+        "--input",
+        input,
+        "--blocks",
+        "4",
+        "--out",
+        first.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The held-out file has tensors x and y: split it again as safetensors input.
+    let test_file = first.join("test.safetensors");
+    let second = dir.path().join("second");
+    let out = anyk(&[
+        "data",
+        "split",
+        "--input",
+        test_file.to_str().unwrap(),
+        "--blocks",
+        "3",
+        "--out",
+        second.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        m["train_samples"].as_u64().unwrap() + m["test_samples"].as_u64().unwrap(),
+        359
+    );
+    assert!(second.join("block-00002.safetensors").exists());
+}
