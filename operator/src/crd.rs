@@ -1,0 +1,260 @@
+//! The TrainingJob resource: what users `kubectl apply`. Validation lives on the types, so the
+//! apiserver itself rejects a job whose coverage bound cannot hold.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A straggler-proof, self-healing training job: a data set in m blocks, r copies of each block on
+/// n workers so that any k of them hold every block, and a parameter server that aggregates each
+/// step as soon as the gradients it has cover every block.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "anyk.dev",
+    version = "v1alpha1",
+    kind = "TrainingJob",
+    namespaced,
+    shortname = "tj",
+    status = "TrainingJobStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Workers","type":"string","jsonPath":".status.workersReady"}"#,
+    printcolumn = r#"{"name":"Margin","type":"integer","jsonPath":".status.coverageMargin"}"#,
+    printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.progress.step"}"#,
+    printcolumn = r#"{"name":"Loss","type":"number","jsonPath":".status.progress.loss"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(
+    validation = Rule::new("self.targetWorkers <= self.workers").message("targetWorkers must not exceed workers"),
+    validation = Rule::new("self.replication <= self.workers").message("replication must not exceed workers: each copy of a block needs its own worker"),
+    validation = Rule::new("self.replication >= self.workers - self.targetWorkers + 1").message("replication must be at least workers - targetWorkers + 1, so that any targetWorkers workers hold every block")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingJobSpec {
+    /// Where the block files live and how many blocks there are. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("dataset is immutable once the job exists"))]
+    pub dataset: Dataset,
+    /// r: identical copies of every block, each on a different worker (at least 2).
+    #[schemars(range(min = 2, max = 1024))]
+    pub replication: u32,
+    /// n: number of worker pods.
+    #[schemars(range(min = 1, max = 1024))]
+    pub workers: u32,
+    /// k: any targetWorkers workers together hold every block, so each step waits for the fastest
+    /// k and the job tolerates workers - targetWorkers stragglers or failures.
+    #[schemars(range(min = 1, max = 1024))]
+    pub target_workers: u32,
+    /// The model to train. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("model is immutable once the job exists"))]
+    pub model: Model,
+    /// Optimization settings.
+    #[serde(default)]
+    pub training: Training,
+    /// Overrides for the parameter-server pod.
+    #[serde(default)]
+    pub server: PodOverrides,
+    /// Overrides for the worker pods (for example `nvidia.com/gpu` limits).
+    #[serde(default)]
+    pub worker: PodOverrides,
+    /// Spread workers across this node label (for example `topology.kubernetes.io/zone`) so that
+    /// one failure domain holds as few copies of a block as possible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology_key: Option<String>,
+    /// Delete the pods but keep the checkpoint; set back to false to resume from it.
+    #[serde(default)]
+    pub suspend: bool,
+    /// Delete the job this many seconds after it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+}
+
+/// The data set, split by `anyk data split` into `block-NNNNN.safetensors` files.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.persistentVolumeClaim) != has(self.hostPath)").message("set exactly one of persistentVolumeClaim and hostPath"))]
+#[serde(rename_all = "camelCase")]
+pub struct Dataset {
+    /// Name of a PersistentVolumeClaim in the job's namespace that holds the blocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<String>,
+    /// A directory on every node that holds the blocks (tests and single-node clusters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<String>,
+    /// Directory of the block files inside the volume.
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// m: number of blocks.
+    #[schemars(range(min = 1, max = 65536))]
+    pub blocks: u32,
+}
+
+fn default_path() -> String {
+    "/".into()
+}
+
+/// A built-in model, or a TorchScript file on the data volume.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.builtin) != has(self.torchScript)").message("set exactly one of builtin and torchScript"))]
+#[serde(rename_all = "camelCase")]
+pub struct Model {
+    /// Name of a built-in model: `mlp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == 'mlp'").message("the only built-in model is mlp"))]
+    pub builtin: Option<String>,
+    /// Path of a TorchScript file on the data volume whose forward(x) returns logits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torch_script: Option<String>,
+    /// Hidden units of the built-in MLP.
+    #[serde(default = "default_hidden")]
+    #[schemars(range(min = 1, max = 65536))]
+    pub hidden: u32,
+}
+
+fn default_hidden() -> u32 {
+    128
+}
+
+/// Optimization settings.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Training {
+    /// Total training steps.
+    #[schemars(range(min = 1))]
+    pub steps: u64,
+    /// Minibatch size drawn from each block per step.
+    #[schemars(range(min = 1, max = 1048576))]
+    pub batch: u32,
+    /// `adam` or `sgd` (with momentum).
+    #[x_kube(validation = Rule::new("self == 'adam' || self == 'sgd'").message("optimizer must be adam or sgd"))]
+    pub optimizer: String,
+    /// Learning rate.
+    #[x_kube(validation = Rule::new("self > 0.0").message("learningRate must be positive"))]
+    pub learning_rate: f64,
+    /// Momentum for sgd.
+    #[x_kube(validation = Rule::new("self >= 0.0 && self < 1.0").message("momentum must be in [0, 1)"))]
+    pub momentum: f64,
+    /// Seed of initialization and minibatch sampling (equal seeds give bit-identical jobs on CPU).
+    pub seed: u64,
+    /// Write a checkpoint every this many steps.
+    #[schemars(range(min = 1))]
+    pub checkpoint_interval: u64,
+    /// PersistentVolumeClaim for checkpoints; without it a server restart starts over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_claim: Option<String>,
+}
+
+impl Default for Training {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            batch: 32,
+            optimizer: "adam".into(),
+            learning_rate: 0.01,
+            momentum: 0.9,
+            seed: 1,
+            checkpoint_interval: 100,
+            checkpoint_claim: None,
+        }
+    }
+}
+
+/// Pod settings for the server or the workers.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    /// Container image (defaults to the operator's configured image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Resource requests and limits, for example `{"limits": {"nvidia.com/gpu": "1"}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// Node labels the pods must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<std::collections::BTreeMap<String, String>>,
+    /// Tolerations added to the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<k8s_openapi::api::core::v1::Toleration>>,
+}
+
+/// What the operator observed; written by the operator only.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainingJobStatus {
+    /// Pending, Running, Degraded, Suspended, Succeeded or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Ready, Progressing, CoverageDegraded, CoverageLost, Succeeded, Failed and Suspended.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Epoch of the block layout the server holds; it grows with every repair or rebalance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout_epoch: Option<u64>,
+    /// How many more workers may be lost before some block has no live holder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage_margin: Option<i64>,
+    /// Blocks with fewer live copies than the replication asks for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub under_replicated_blocks: Vec<u32>,
+    /// Ready workers out of n, as shown by `kubectl get tj` (for example `7/8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers_ready: Option<String>,
+    /// Worker counts.
+    #[serde(default)]
+    pub workers: WorkerCounts,
+    /// Training progress reported by the parameter server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// The most recent repair of the layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_repair: Option<Repair>,
+}
+
+/// Worker pod counts.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerCounts {
+    /// Worker pods that are ready.
+    pub ready: u32,
+    /// Worker pods lost so far (failed, deleted, evicted, or on a lost node).
+    pub failed: u32,
+    /// Replacement pods created so far.
+    pub replaced: u32,
+}
+
+/// Progress from the parameter server.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// Completed steps.
+    pub step: u64,
+    /// Mean training loss of the last step.
+    pub loss: f64,
+    /// Recent steps per second.
+    pub steps_per_second: f64,
+}
+
+/// One repair of the layout after lost workers.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Repair {
+    /// The layout epoch the repair produced.
+    pub epoch: u64,
+    /// Workers that were lost.
+    pub lost_workers: Vec<u32>,
+    /// Block copies that moved.
+    pub moved_blocks: u32,
+    /// When the repair was pushed (RFC 3339).
+    pub time: String,
+}
+
+/// The CRD as YAML, exactly what `crds/trainingjob.yaml` must contain.
+pub fn crd_yaml() -> String {
+    let header = "# Generated by `cargo run -p anyk-operator --bin anyk-crdgen`; do not edit by hand.\n";
+    format!(
+        "{header}{}",
+        serde_yaml::to_string(&TrainingJob::crd()).expect("CRD serializes")
+    )
+}

@@ -1,0 +1,131 @@
+//! A real control plane for tests. `hack/cluster up` (etcd, kube-apiserver, controller-manager,
+//! scheduler and kwok, built from the Go module proxy) is started once per test run; each test
+//! gets a `kube::Client` and a namespace of its own, deleted when the test ends.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+/// The repository root (this crate lives in `testkit/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// Brings the cluster up once per process (idempotent: reuses a running one) and returns the
+/// kubeconfig path. Panics with the script's output when the cluster cannot start: cluster tests
+/// never skip silently.
+pub fn kubeconfig() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let script = repo_root().join("hack/cluster");
+        let out = Command::new(&script)
+            .arg("up")
+            .output()
+            .expect("hack/cluster runs");
+        assert!(
+            out.status.success(),
+            "hack/cluster up failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new(&script)
+            .arg("kubeconfig")
+            .output()
+            .expect("hack/cluster runs");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
+/// An admin client for the test cluster.
+pub async fn admin_client() -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig()).expect("kubeconfig parses");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is usable");
+    Client::try_from(config).expect("client builds")
+}
+
+/// A client that authenticates with a bearer token instead (for service-account identities).
+pub async fn token_client(token: &str) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig()).expect("kubeconfig parses");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is usable");
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.to_string().into()),
+        ..Default::default()
+    };
+    Client::try_from(config).expect("client builds")
+}
+
+/// A namespace for one test, deleted (with everything in it) by [`TestNamespace::cleanup`].
+pub struct TestNamespace {
+    pub client: Client,
+    pub name: String,
+}
+
+impl TestNamespace {
+    /// Creates `anyk-<prefix>-<unique>` with the given labels.
+    pub async fn create(prefix: &str, labels: &[(&str, &str)]) -> Self {
+        let client = admin_client().await;
+        let unique = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+            % 1_000_000_000;
+        let name = format!("anyk-{prefix}-{unique}");
+        let labels: serde_json::Map<String, serde_json::Value> =
+            labels.iter().map(|(k, v)| (k.to_string(), (*v).into())).collect();
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "labels": labels }
+        }))
+        .expect("namespace");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace created");
+        Self { client, name }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub async fn cleanup(self) {
+        let _ = Api::<Namespace>::all(self.client)
+            .delete(&self.name, &DeleteParams::background())
+            .await;
+    }
+}
+
+/// Polls `check` until it returns Some or `timeout` passes (then panics naming `what`).
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
