@@ -1,0 +1,154 @@
+//! The TrainingJob CRD on a real kube-apiserver: valid jobs are accepted; invalid ones (the
+//! coverage bound, ranges, immutable fields) are rejected with a message naming the problem.
+
+use std::time::Duration;
+
+use anyk_operator::crd::TrainingJob;
+use anyk_testkit::{TestNamespace, eventually};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, CustomResourceExt};
+use serde_json::{Value, json};
+
+async fn install_crd(client: kube::Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let crd = TrainingJob::crd();
+    let name = crd.metadata.name.clone().unwrap();
+    crds.patch(
+        &name,
+        &PatchParams::apply("anyk-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .unwrap();
+    eventually("CRD Established", Duration::from_secs(30), || async {
+        let crd = crds.get(&name).await.ok()?;
+        let established = crd
+            .status?
+            .conditions?
+            .into_iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(())
+    })
+    .await;
+}
+
+fn job(name: &str, spec_patch: Value) -> Value {
+    let mut job = json!({
+        "apiVersion": "anyk.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": { "name": name },
+        "spec": {
+            "dataset": { "hostPath": "/data/digits", "blocks": 24 },
+            "replication": 3, "workers": 8, "targetWorkers": 6,
+            "model": { "builtin": "mlp" }
+        }
+    });
+    merge(&mut job["spec"], spec_patch);
+    job
+}
+
+fn merge(a: &mut Value, b: Value) {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+async fn create(api: &Api<TrainingJob>, job: Value) -> Result<TrainingJob, kube::Error> {
+    api.create(&PostParams::default(), &serde_json::from_value(job).unwrap())
+        .await
+}
+
+fn rejection(result: Result<TrainingJob, kube::Error>) -> String {
+    match result {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            status.message
+        }
+        other => panic!("expected the apiserver to reject the job, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_apiserver_enforces_the_coverage_bound_ranges_and_immutability() {
+    let ns = TestNamespace::create("crd", &[]).await;
+    install_crd(ns.client.clone()).await;
+    let jobs: Api<TrainingJob> = ns.api();
+
+    let created = create(&jobs, job("valid", json!({})))
+        .await
+        .expect("a valid job is accepted");
+    assert_eq!(created.spec.training.steps, 1000, "defaults are applied");
+
+    let invalid = [
+        (
+            json!({ "replication": 2 }),
+            "replication must be at least workers - targetWorkers + 1",
+        ),
+        (
+            json!({ "targetWorkers": 9 }),
+            "targetWorkers must not exceed workers",
+        ),
+        (json!({ "replication": 9 }), "replication must not exceed workers"),
+        (
+            json!({ "replication": 1, "targetWorkers": 8 }),
+            "spec.replication",
+        ),
+        (json!({ "workers": 0, "targetWorkers": 0 }), "spec.workers"),
+        (json!({ "dataset": { "blocks": 0 } }), "spec.dataset.blocks"),
+        (
+            json!({ "dataset": { "persistentVolumeClaim": "data" } }),
+            "set exactly one of persistentVolumeClaim and hostPath",
+        ),
+        (
+            json!({ "model": { "builtin": "resnet" } }),
+            "the only built-in model is mlp",
+        ),
+        (
+            json!({ "training": { "optimizer": "rmsprop" } }),
+            "optimizer must be adam or sgd",
+        ),
+        (
+            json!({ "training": { "learningRate": 0.0 } }),
+            "learningRate must be positive",
+        ),
+    ];
+    for (i, (patch, text)) in invalid.into_iter().enumerate() {
+        let mut body = job(&format!("invalid-{i}"), patch.clone());
+        if patch.get("training").is_some() {
+            let mut training = serde_json::to_value(anyk_operator::crd::Training::default()).unwrap();
+            merge(&mut training, patch["training"].clone());
+            body["spec"]["training"] = training;
+        }
+        let message = rejection(create(&jobs, body).await);
+        assert!(
+            message.contains(text),
+            "{patch}: {message:?} does not name {text:?}"
+        );
+    }
+
+    let immutable = [
+        (json!({ "dataset": { "blocks": 12 } }), "dataset is immutable"),
+        (
+            json!({ "model": { "builtin": "mlp", "hidden": 64 } }),
+            "model is immutable",
+        ),
+    ];
+    for (patch, text) in immutable {
+        let result = jobs
+            .patch(
+                "valid",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "spec": patch })),
+            )
+            .await;
+        let message = rejection(result);
+        assert!(message.contains(text), "{message:?} does not name {text:?}");
+    }
+    ns.cleanup().await;
+}
