@@ -1,37 +1,14 @@
 //! The TrainingJob CRD on a real kube-apiserver: valid jobs are accepted; invalid ones (the
 //! coverage bound, ranges, immutable fields) are rejected with a message naming the problem.
 
-use std::time::Duration;
+mod common;
 
 use anyk_operator::crd::TrainingJob;
-use anyk_testkit::{TestNamespace, eventually};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use anyk_testkit::TestNamespace;
+use common::install_crd;
+use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, CustomResourceExt};
 use serde_json::{Value, json};
-
-async fn install_crd(client: kube::Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
-    let crd = TrainingJob::crd();
-    let name = crd.metadata.name.clone().unwrap();
-    crds.patch(
-        &name,
-        &PatchParams::apply("anyk-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .unwrap();
-    eventually("CRD Established", Duration::from_secs(30), || async {
-        let crd = crds.get(&name).await.ok()?;
-        let established = crd
-            .status?
-            .conditions?
-            .into_iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        established.then_some(())
-    })
-    .await;
-}
 
 fn job(name: &str, spec_patch: Value) -> Value {
     let mut job = json!({

@@ -195,3 +195,10 @@ async fn an_invalid_object_is_rejected_by_the_apiserver() {
     }
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_apiserver_reports_its_real_version() {
+    let version = admin_client().await.apiserver_version().await.unwrap();
+    assert_eq!(version.git_version, "v1.36.3", "{version:?}");
+    assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "36"));
+}

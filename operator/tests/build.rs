@@ -1,0 +1,127 @@
+//! The desired objects of a TrainingJob, checked without a cluster.
+
+use anyk_operator::build::{self, Images};
+use anyk_operator::crd::TrainingJob;
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::json;
+
+fn job(spec: serde_json::Value) -> TrainingJob {
+    let mut base = json!({
+        "apiVersion": "anyk.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": { "name": "digits", "namespace": "ml", "uid": "7b1c0a3e-0000-4000-8000-000000000001" },
+        "spec": {
+            "dataset": { "persistentVolumeClaim": "digits-blocks", "path": "/blocks", "blocks": 24 },
+            "replication": 3, "workers": 8, "targetWorkers": 6,
+            "model": { "builtin": "mlp", "hidden": 128 },
+            "worker": { "resources": { "limits": { "nvidia.com/gpu": "1" } }, "nodeSelector": { "gpu": "h100" } },
+            "topologyKey": "topology.kubernetes.io/zone"
+        }
+    });
+    if let (Some(b), Some(s)) = (base["spec"].as_object_mut(), spec.as_object()) {
+        b.extend(s.clone());
+    }
+    serde_json::from_value(base).unwrap()
+}
+
+fn images() -> Images {
+    Images {
+        server: "anyk/server:0.1.0".into(),
+        worker: "anyk/worker:0.1.0".into(),
+    }
+}
+
+fn args(pod: &Pod) -> Vec<String> {
+    pod.spec.as_ref().unwrap().containers[0].args.clone().unwrap()
+}
+
+#[test]
+fn names_are_deterministic_and_owned_by_the_job() {
+    let job = job(json!({}));
+    let pod = build::worker_pod(&job, 3, &images());
+    assert_eq!(pod.metadata.name.as_deref(), Some("digits-worker-3"));
+    assert_eq!(
+        build::server_pod(&job, &images()).metadata.name.as_deref(),
+        Some("digits-server")
+    );
+    assert_eq!(
+        build::service(&job).metadata.name.as_deref(),
+        Some("digits-server")
+    );
+    let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("TrainingJob", "digits", Some(true))
+    );
+    assert_eq!(
+        build::worker_pod(&job, 3, &images()),
+        pod,
+        "building twice gives the same object"
+    );
+}
+
+#[test]
+fn training_pods_mount_no_token_and_meet_the_restricted_standard() {
+    let job = job(json!({}));
+    for pod in [
+        build::server_pod(&job, &images()),
+        build::worker_pod(&job, 0, &images()),
+    ] {
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.automount_service_account_token, Some(false));
+        let pod_sc = spec.security_context.unwrap();
+        assert_eq!(pod_sc.run_as_non_root, Some(true));
+        assert_eq!(pod_sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+        let sc = spec.containers[0].security_context.clone().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+    }
+}
+
+#[test]
+fn workers_get_their_id_data_gpu_and_spread() {
+    let job = job(json!({}));
+    let pod = build::worker_pod(&job, 5, &images());
+    let a = args(&pod);
+    let after = |flag: &str| a[a.iter().position(|x| x == flag).unwrap() + 1].clone();
+    assert_eq!(after("--worker"), "5");
+    assert_eq!(after("--server"), "http://digits-server:50051");
+    assert_eq!(after("--data"), "/data/blocks");
+    let spec = pod.spec.unwrap();
+    let limits = spec.containers[0].resources.clone().unwrap().limits.unwrap();
+    assert_eq!(limits["nvidia.com/gpu"].0, "1");
+    assert_eq!(spec.node_selector.unwrap()["gpu"], "h100");
+    let spread = &spec.topology_spread_constraints.unwrap()[0];
+    assert_eq!(spread.topology_key, "topology.kubernetes.io/zone");
+    let claim = spec.volumes.unwrap()[0].persistent_volume_claim.clone().unwrap();
+    assert_eq!(
+        (claim.claim_name.as_str(), claim.read_only),
+        ("digits-blocks", Some(true))
+    );
+}
+
+#[test]
+fn the_server_gets_the_training_settings() {
+    let job = job(json!({ "training": {
+        "steps": 500, "batch": 16, "optimizer": "sgd", "learningRate": 0.05, "momentum": 0.8,
+        "seed": 9, "checkpointInterval": 25, "checkpointClaim": "ckpt"
+    } }));
+    let pod = build::server_pod(&job, &images());
+    let a = args(&pod).join(" ");
+    for expected in [
+        "--blocks 24",
+        "--steps 500",
+        "--batch 16",
+        "--optimizer sgd",
+        "--lr 0.05",
+        "--seed 9",
+        "--checkpoint-every 25",
+    ] {
+        assert!(a.contains(expected), "{a} lacks {expected}");
+    }
+    let volume = &pod.spec.unwrap().volumes.unwrap()[0];
+    assert_eq!(
+        volume.persistent_volume_claim.as_ref().unwrap().claim_name,
+        "ckpt"
+    );
+}
