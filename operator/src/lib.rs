@@ -1,6 +1,7 @@
 //! anyk's Kubernetes operator. So far: the TrainingJob resource (`crd`), its CRD generator, and
 //! the desired objects of a job (`build`, pure).
-//! The reconciler (build desired pods, apply, push layouts, self-heal) is the next step.
+//! `controller` applies them and reports coverage; pushing layouts and self-healing come next.
 
 pub mod build;
+pub mod controller;
 pub mod crd;
