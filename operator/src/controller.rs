@@ -1,9 +1,10 @@
 //! The reconcile: read -> validate -> build -> apply -> observe -> status.
 //!
 //! What it does today: creates the server pod, its Service and n worker pods by server-side apply
-//! (deterministic names, owner references) and reports the layout epoch, coverage margin and
-//! ready workers. Not yet: pushing the layout to the server, repairing after lost workers,
-//! replacement pods, suspend and TTL (see the operator issue).
+//! (deterministic names, owner references); when worker pods fail or disappear it repairs the
+//! layout (only lost copies move), replaces the pods and rebalances onto them once ready; and it
+//! reports the layout, coverage margin and worker counts. Not yet: pushing the layout to the
+//! server over gRPC, server progress, the NotReady-node grace, suspend and TTL.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -12,13 +13,14 @@ use std::time::Duration;
 use anyk_core::{Layout, plan, verify};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::build::{self, FIELD_MANAGER, Images, JOB_LABEL, ROLE_LABEL, WORKER_LABEL};
-use crate::crd::{TrainingJob, TrainingJobStatus, WorkerCounts};
+use crate::crd::{LayoutState, Repair, TrainingJob, TrainingJobStatus, WorkerCounts};
+use crate::heal::{WorkerPod, heal, live};
 
 pub struct Context {
     pub client: Client,
@@ -37,6 +39,8 @@ pub enum Error {
     ListPods(#[source] kube::Error),
     #[error("failed to write status")]
     WriteStatus(#[source] kube::Error),
+    #[error("failed to read status")]
+    ReadStatus(#[source] kube::Error),
     #[error("the job has no namespace")]
     NoNamespace,
 }
@@ -48,6 +52,7 @@ impl Error {
             Error::Apply { .. } => "apply",
             Error::ListPods(_) => "list_pods",
             Error::WriteStatus(_) => "write_status",
+            Error::ReadStatus(_) => "read_status",
             Error::NoNamespace => "no_namespace",
         }
     }
@@ -59,7 +64,7 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Actio
     let spec = &job.spec;
     // The CRD's CEL rules reject impossible jobs; this catches one that slipped past (an older
     // CRD), says so in status, and waits for a change instead of retrying.
-    let layout = match plan(
+    let planned = match plan(
         spec.dataset.blocks,
         spec.replication,
         spec.workers,
@@ -73,11 +78,71 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Actio
             return Ok(Action::await_change());
         }
     };
+    // Status from the apiserver, not the watch cache: the cache may not have seen our own last
+    // write yet, and the layout there must never step back to an older epoch.
+    let previous = match jobs.get_status(&job.name_any()).await {
+        Ok(fresh) => fresh.status.unwrap_or_default(),
+        Err(source) => return Err(Error::ReadStatus(source)),
+    };
+    let layout = restore(planned, previous.layout.as_ref());
+    let pods = observe_workers(&job, &ns, &ctx.client).await?;
+    let healing = heal(&layout, &pods, previous.layout.is_some());
+    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    for &w in &healing.lost {
+        // Deleted now and re-created by the apply below (or the next pass while it terminates).
+        match pod_api
+            .delete(&build::worker_name(&job, w), &DeleteParams::default())
+            .await
+        {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(source) => {
+                return Err(Error::Apply {
+                    kind: "Pod",
+                    name: build::worker_name(&job, w),
+                    source,
+                });
+            }
+        }
+    }
+    if !healing.lost.is_empty() {
+        tracing::info!(job = %job.name_any(), lost = ?healing.lost, epoch = healing.layout.epoch,
+            moved = healing.repair_moves.len(), coverage_lost = healing.coverage_lost, "workers lost; layout repaired");
+    }
+    if !healing.joined.is_empty() {
+        tracing::info!(job = %job.name_any(), joined = ?healing.joined, epoch = healing.layout.epoch, "replacements rebalanced in");
+    }
     apply_children(&job, &ns, &ctx).await?;
-    let live = ready_workers(&job, &ns, &ctx.client).await?;
-    let status = running_status(&job, &layout, &live);
+    let mut status = running_status(&job, &healing.layout, &live(&pods));
+    let lost = healing.lost.len() as u32;
+    status.workers.failed = previous.workers.failed + lost;
+    status.workers.replaced = previous.workers.replaced + lost;
+    status.last_repair = previous.last_repair;
+    if lost > 0 && !healing.coverage_lost {
+        status.last_repair = Some(Repair {
+            epoch: healing.layout.epoch,
+            lost_workers: healing.lost.clone(),
+            moved_blocks: healing.repair_moves.len() as u32,
+            time: k8s_openapi::jiff::Timestamp::now().to_string(),
+        });
+    }
     write_status(&jobs, &job, &status).await?;
-    Ok(Action::requeue(Duration::from_secs(30)))
+    // Come back soon while pods are being replaced; otherwise pod changes wake the job anyway.
+    let again = if lost > 0 || status.workers.ready < spec.workers {
+        2
+    } else {
+        30
+    };
+    Ok(Action::requeue(Duration::from_secs(again)))
+}
+
+/// The planned layout, carrying the epoch, holders and members saved in status.
+fn restore(mut planned: Layout, saved: Option<&LayoutState>) -> Layout {
+    if let Some(saved) = saved.filter(|s| s.holders.len() == planned.holders.len()) {
+        planned.epoch = saved.epoch;
+        planned.holders = saved.holders.clone();
+        planned.members = saved.members.iter().copied().collect();
+    }
+    planned
 }
 
 /// Transient API errors: retry with a short backoff.
@@ -113,20 +178,36 @@ async fn apply_children(job: &TrainingJob, ns: &str, ctx: &Context) -> Result<()
     Ok(())
 }
 
-/// Worker ids whose pods are Running and Ready.
-async fn ready_workers(job: &TrainingJob, ns: &str, client: &Client) -> Result<BTreeSet<u32>, Error> {
+/// The state of each worker id's pod.
+async fn observe_workers(job: &TrainingJob, ns: &str, client: &Client) -> Result<Vec<WorkerPod>, Error> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let selector = format!("{JOB_LABEL}={},{ROLE_LABEL}=worker", job.name_any());
     let list = pods
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(Error::ListPods)?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
-        .filter_map(|p| p.labels().get(WORKER_LABEL)?.parse().ok())
-        .collect())
+    let mut observed = vec![WorkerPod::Missing; job.spec.workers as usize];
+    for pod in &list.items {
+        let Some(w) = pod
+            .labels()
+            .get(WORKER_LABEL)
+            .and_then(|w| w.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let Some(slot) = observed.get_mut(w) else { continue };
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        *slot = if pod.metadata.deletion_timestamp.is_some() {
+            WorkerPod::Missing
+        } else if phase == Some("Failed") {
+            WorkerPod::Failed
+        } else if is_ready(pod) {
+            WorkerPod::Ready
+        } else {
+            WorkerPod::Starting
+        };
+    }
+    Ok(observed)
 }
 
 fn is_ready(pod: &Pod) -> bool {
@@ -196,6 +277,11 @@ pub fn running_status(job: &TrainingJob, layout: &Layout, live: &BTreeSet<u32>) 
         },
         progress: None,
         last_repair: None,
+        layout: Some(LayoutState {
+            epoch: layout.epoch,
+            holders: layout.holders.clone(),
+            members: layout.members.iter().copied().collect(),
+        }),
     }
 }
 

@@ -210,6 +210,21 @@ pub struct TrainingJobStatus {
     /// The most recent repair of the layout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_repair: Option<Repair>,
+    /// The current block layout, kept here so that an operator restart continues from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<LayoutState>,
+}
+
+/// Where the block copies are.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LayoutState {
+    /// Grows with every repair or rebalance; the server rejects older epochs.
+    pub epoch: u64,
+    /// For each block, its holders (worker ids), primary first.
+    pub holders: Vec<Vec<u32>>,
+    /// Workers that are part of the layout (not lost).
+    pub members: Vec<u32>,
 }
 
 /// Worker pod counts.

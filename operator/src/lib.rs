@@ -5,3 +5,4 @@
 pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod heal;

@@ -11,20 +11,16 @@ use anyk_testkit::{TestNamespace, eventually};
 use common::install_crd;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 #[tokio::test]
 async fn a_job_gets_its_pods_on_gpu_nodes_and_reports_coverage() {
     let ns = TestNamespace::create("reconcile", &[]).await;
     install_crd(ns.client.clone()).await;
-    let images = Images {
-        server: "anyk/server:test".into(),
-        worker: "anyk/worker:test".into(),
-    };
     let controller = tokio::spawn(anyk_operator::controller::run(
         ns.client.clone(),
-        images,
+        images(),
         Some(ns.name.clone()),
     ));
     let jobs: Api<TrainingJob> = ns.api();
@@ -70,6 +66,49 @@ async fn a_job_gets_its_pods_on_gpu_nodes_and_reports_coverage() {
             .await
             .is_ok()
     );
+    // Fail worker 1: the layout is repaired (new epoch, only its copies move), the pod replaced,
+    // and the replacement rebalanced in once it is ready.
+    let failed_at = std::time::Instant::now();
+    let mark = json!({ "metadata": { "annotations": { "anyk.dev/fail": "true" } } });
+    pods.patch("digits-worker-1", &PatchParams::default(), &Patch::Merge(&mark))
+        .await
+        .unwrap();
+    let repaired = eventually("repair in status", Duration::from_secs(60), || async {
+        let status = jobs.get("digits").await.ok()?.status?;
+        status.last_repair.is_some().then_some(status)
+    })
+    .await;
+    println!("failure to repaired status: {:?}", failed_at.elapsed());
+    let repair = repaired.last_repair.unwrap();
+    assert_eq!((repair.epoch, repair.lost_workers.clone()), (2, vec![1]));
+    assert_eq!(repair.moved_blocks, 18, "worker 1 held 24*3/4 = 18 copies");
+    assert_eq!(repaired.workers.failed, 1);
+    let healed = eventually("replacement rebalanced in", Duration::from_secs(60), || async {
+        let status = jobs.get("digits").await.ok()?.status?;
+        (status.layout_epoch == Some(3) && status.workers_ready.as_deref() == Some("4/4")).then_some(status)
+    })
+    .await;
+    assert_eq!((healed.coverage_margin, healed.workers.replaced), (Some(2), 1));
+    let members = healed.layout.as_ref().unwrap().members.clone();
+    assert_eq!(members, vec![0, 1, 2, 3]);
+
+    // Restarting the operator creates no duplicate pods and keeps the layout epoch.
+    controller.abort();
+    let _ = controller.await;
+    let controller = tokio::spawn(anyk_operator::controller::run(
+        ns.client.clone(),
+        images(),
+        Some(ns.name.clone()),
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = jobs.get("digits").await.unwrap().status.unwrap();
+    assert_eq!(after.layout_epoch, Some(3));
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("{JOB_LABEL}=digits")))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 5, "no duplicates after a restart");
+
     // Deleting the job removes its pods: owner references and the garbage collector.
     jobs.delete("digits", &DeleteParams::foreground()).await.unwrap();
     eventually("pods garbage-collected", Duration::from_secs(60), || async {
@@ -82,4 +121,11 @@ async fn a_job_gets_its_pods_on_gpu_nodes_and_reports_coverage() {
     .await;
     controller.abort();
     ns.cleanup().await;
+}
+
+fn images() -> Images {
+    Images {
+        server: "anyk/server:test".into(),
+        worker: "anyk/worker:test".into(),
+    }
 }
