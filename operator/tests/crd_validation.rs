@@ -4,7 +4,7 @@
 mod common;
 
 use anyk_operator::crd::TrainingJob;
-use anyk_testkit::TestNamespace;
+use anyk_testkit::{TestNamespace, merge_json};
 use common::install_crd;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -21,19 +21,8 @@ fn job(name: &str, spec_patch: Value) -> Value {
             "model": { "builtin": "mlp" }
         }
     });
-    merge(&mut job["spec"], spec_patch);
+    merge_json(&mut job["spec"], spec_patch);
     job
-}
-
-fn merge(a: &mut Value, b: Value) {
-    match (a, b) {
-        (Value::Object(a), Value::Object(b)) => {
-            for (k, v) in b {
-                merge(a.entry(k).or_insert(Value::Null), v);
-            }
-        }
-        (a, b) => *a = b,
-    }
 }
 
 async fn create(api: &Api<TrainingJob>, job: Value) -> Result<TrainingJob, kube::Error> {
@@ -99,7 +88,7 @@ async fn the_apiserver_enforces_the_coverage_bound_ranges_and_immutability() {
         let mut body = job(&format!("invalid-{i}"), patch.clone());
         if patch.get("training").is_some() {
             let mut training = serde_json::to_value(anyk_operator::crd::Training::default()).unwrap();
-            merge(&mut training, patch["training"].clone());
+            merge_json(&mut training, patch["training"].clone());
             body["spec"]["training"] = training;
         }
         let message = rejection(create(&jobs, body).await);

@@ -7,6 +7,17 @@ pub mod v1 {
 
 mod layout;
 
+impl v1::Tensor {
+    /// A flat f32 tensor as little-endian bytes.
+    pub fn from_f32(values: &[f32]) -> Self {
+        Self {
+            dtype: v1::DataType::F32 as i32,
+            length: values.len() as u64,
+            data: anyk_core::tensor_bytes::to_bytes(values).into(),
+        }
+    }
+}
+
 pub use layout::{LayoutError, layout_from_wire, layout_to_wire};
 
 pub mod transport;

@@ -31,9 +31,5 @@ pub fn decode(tensor: Option<&Tensor>, want: usize) -> Result<Vec<f32>, RequestE
 }
 
 pub fn encode(values: &[f32]) -> Tensor {
-    Tensor {
-        dtype: DataType::F32 as i32,
-        length: values.len() as u64,
-        data: tensor_bytes::to_bytes(values).into(),
-    }
+    Tensor::from_f32(values)
 }

@@ -126,11 +126,7 @@ impl Server {
 }
 
 fn tensor(values: &[f32]) -> Tensor {
-    Tensor {
-        dtype: DataType::F32 as i32,
-        length: values.len() as u64,
-        data: tensor_bytes::to_bytes(values).into(),
-    }
+    Tensor::from_f32(values)
 }
 
 fn grad(block: u32) -> Vec<f32> {

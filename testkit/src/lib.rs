@@ -129,3 +129,16 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Deep-merges JSON object `patch` into `base` (a value in `patch` replaces a non-object one):
+/// tests write one valid object and vary a field or two.
+pub fn merge_json(base: &mut serde_json::Value, patch: serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(base), serde_json::Value::Object(patch)) => {
+            for (k, v) in patch {
+                merge_json(base.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (base, patch) => *base = patch,
+    }
+}

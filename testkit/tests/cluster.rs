@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyk_testkit::{TestNamespace, admin_client, eventually, token_client};
+use anyk_testkit::{TestNamespace, admin_client, eventually, merge_json, token_client};
 use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use kube::Api;
@@ -25,19 +25,8 @@ fn pod(name: &str, extra: serde_json::Value) -> Pod {
             "nodeSelector": { "type": "kwok" }
         }
     });
-    merge(&mut pod, extra);
+    merge_json(&mut pod, extra);
     serde_json::from_value(pod).unwrap()
-}
-
-fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
-    match (a, b) {
-        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
-            for (k, v) in b {
-                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
-            }
-        }
-        (a, b) => *a = b,
-    }
 }
 
 async fn phase(pods: &Api<Pod>, name: &str) -> Option<String> {

@@ -10,8 +10,8 @@ use anyk_core::minibatch::minibatch;
 use anyk_core::tensor_bytes;
 use anyk_proto::transport::MAX_MESSAGE_BYTES;
 use anyk_proto::v1::{
-    Assignment, DataType, GradientRequest, InitializeRequest, JoinRequest, JoinResponse, SubscribeRequest,
-    Tensor, TrainingSettings, WorkerEvent, training_client::TrainingClient, worker_event::Event,
+    Assignment, GradientRequest, InitializeRequest, JoinRequest, JoinResponse, SubscribeRequest, Tensor,
+    TrainingSettings, WorkerEvent, training_client::TrainingClient, worker_event::Event,
 };
 use tch::Device;
 use tokio::sync::mpsc;
@@ -84,7 +84,7 @@ pub async fn run(config: WorkerConfig) -> Result<RunStats, RunError> {
         client
             .initialize(InitializeRequest {
                 worker: config.worker,
-                params: Some(tensor(&params)),
+                params: Some(Tensor::from_f32(&params)),
             })
             .await
             .map_err(|source| RunError::Refused {
@@ -218,7 +218,7 @@ impl Worker<'_> {
                 step,
                 epoch: self.assignment.epoch,
                 blocks: vec![block],
-                gradient: Some(tensor(&gradient)),
+                gradient: Some(Tensor::from_f32(&gradient)),
                 loss,
             };
             self.stats.gradients_sent += 1;
@@ -345,12 +345,4 @@ async fn subscribe(client: &mut TrainingClient<Channel>, worker: u32) -> Result<
         }
     });
     Ok(rx)
-}
-
-fn tensor(values: &[f32]) -> Tensor {
-    Tensor {
-        dtype: DataType::F32 as i32,
-        length: values.len() as u64,
-        data: tensor_bytes::to_bytes(values).into(),
-    }
 }
