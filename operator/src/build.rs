@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
@@ -17,6 +18,11 @@ pub const SERVER_PORT: u16 = 50051;
 pub const JOB_LABEL: &str = "anyk.dev/job";
 pub const ROLE_LABEL: &str = "anyk.dev/role";
 pub const WORKER_LABEL: &str = "anyk.dev/worker";
+/// The `app.kubernetes.io/name` of the operator's own pods (set by the Helm chart).
+pub const OPERATOR_APP: &str = "anyk-operator";
+/// Annotation on a TrainingJob naming the server's gRPC endpoint, for a server the operator
+/// cannot reach through the Service (run outside the cluster, as in the end-to-end test).
+pub const SERVER_ENDPOINT_ANNOTATION: &str = "anyk.dev/server-endpoint";
 
 /// Default images, from the operator's configuration; a job's overrides win.
 #[derive(Debug, Clone)]
@@ -38,6 +44,18 @@ pub fn server_url(job: &TrainingJob) -> String {
     format!("http://{}:{SERVER_PORT}", server_name(job))
 }
 
+/// The endpoint the operator calls: the annotation's, or the Service's cluster DNS name.
+pub fn control_endpoint(job: &TrainingJob) -> String {
+    match job.annotations().get(SERVER_ENDPOINT_ANNOTATION) {
+        Some(endpoint) => endpoint.clone(),
+        None => format!(
+            "http://{}.{}.svc:{SERVER_PORT}",
+            server_name(job),
+            job.namespace().unwrap_or_default()
+        ),
+    }
+}
+
 /// The Service in front of the parameter server.
 pub fn service(job: &TrainingJob) -> Service {
     from_json(json!({
@@ -47,6 +65,35 @@ pub fn service(job: &TrainingJob) -> Service {
         "spec": {
             "selector": labels(job, "server", None),
             "ports": [{ "name": "grpc", "port": SERVER_PORT, "targetPort": SERVER_PORT, "appProtocol": "grpc" }]
+        }
+    }))
+}
+
+/// Lets only the job's own workers and the operator reach its server's port: gradients and
+/// layouts are the job's business alone. `operator_namespace` narrows the operator rule to the
+/// namespace it runs in (unknown when it runs outside the cluster: then any namespace).
+pub fn network_policy(job: &TrainingJob, operator_namespace: Option<&str>) -> NetworkPolicy {
+    let operator_namespaces = match operator_namespace {
+        Some(ns) => json!({ "matchLabels": { "kubernetes.io/metadata.name": ns } }),
+        None => json!({}),
+    };
+    from_json(json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(job, server_name(job), labels(job, "server", None)),
+        "spec": {
+            "podSelector": { "matchLabels": labels(job, "server", None) },
+            "policyTypes": ["Ingress"],
+            "ingress": [{
+                "from": [
+                    { "podSelector": { "matchLabels": labels(job, "worker", None) } },
+                    {
+                        "namespaceSelector": operator_namespaces,
+                        "podSelector": { "matchLabels": { "app.kubernetes.io/name": OPERATOR_APP } }
+                    }
+                ],
+                "ports": [{ "protocol": "TCP", "port": SERVER_PORT }]
+            }]
         }
     }))
 }

@@ -1,30 +1,67 @@
-//! The reconcile: read -> validate -> build -> apply -> observe -> status.
+//! The reconcile: read -> validate -> build -> apply -> status -> push the layout to the server
+//! and read its progress -> status.
 //!
-//! What it does today: creates the server pod, its Service and n worker pods by server-side apply
-//! (deterministic names, owner references); when worker pods fail or disappear it repairs the
-//! layout (only lost copies move), replaces the pods and rebalances onto them once ready; and it
-//! reports the layout, coverage margin and worker counts. Not yet: pushing the layout to the
-//! server over gRPC, server progress, the NotReady-node grace, suspend and TTL.
+//! Worker pods that fail, vanish, are evicted or sit on a node NotReady beyond the grace are
+//! lost: the layout is repaired (only their copies move), the repair written to status and
+//! recorded as an Event, replacement pods created, and the replacements rebalanced in once
+//! ready. A failed server pod is replaced and resumes from its checkpoint; the layout is pushed
+//! to whichever server holds an older epoch. Suspend deletes the pods and keeps the rest; a
+//! finished job is deleted after ttlSecondsAfterFinished.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use anyk_core::{Layout, plan, verify};
+use anyk_core::{Layout, plan};
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::build::{self, FIELD_MANAGER, Images, JOB_LABEL, ROLE_LABEL, WORKER_LABEL};
-use crate::crd::{LayoutState, Repair, TrainingJob, TrainingJobStatus, WorkerCounts};
-use crate::heal::{WorkerPod, heal, live};
+use crate::build::{self, FIELD_MANAGER, Images, JOB_LABEL, SERVER_ENDPOINT_ANNOTATION};
+use crate::crd::{LayoutState, Repair, TrainingJob, TrainingJobStatus};
+use crate::heal::{Healing, WorkerPod, heal, live};
+use crate::metrics::Metrics;
+use crate::observe::observe;
+use crate::server_link::{self, Channels};
+use crate::status::{self, Facts, ServerState, phase};
+
+/// How the operator runs; the same for every job.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub images: Images,
+    /// How long a worker's node may be NotReady before its pods count as lost.
+    pub node_grace: Duration,
+    /// Create one NetworkPolicy per job that admits only its workers and the operator.
+    pub network_policies: bool,
+    /// The namespace the operator runs in (for the NetworkPolicy's operator rule).
+    pub operator_namespace: Option<String>,
+}
+
+impl Settings {
+    /// The defaults of `anyk-operator`'s flags, with these images.
+    pub fn new(images: Images) -> Self {
+        Self {
+            images,
+            node_grace: Duration::from_secs(30),
+            network_policies: true,
+            operator_namespace: None,
+        }
+    }
+}
 
 pub struct Context {
     pub client: Client,
-    pub images: Images,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    pub channels: Channels,
+    pub reporter: Reporter,
+    /// Consecutive failed passes per job, for the backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,8 +72,14 @@ pub enum Error {
         name: String,
         source: kube::Error,
     },
-    #[error("failed to list the job's pods")]
-    ListPods(#[source] kube::Error),
+    #[error("failed to delete {kind} {name}")]
+    Delete {
+        kind: &'static str,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("failed to observe the job's pods and nodes")]
+    Observe(#[source] kube::Error),
     #[error("failed to write status")]
     WriteStatus(#[source] kube::Error),
     #[error("failed to read status")]
@@ -50,7 +93,8 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Apply { .. } => "apply",
-            Error::ListPods(_) => "list_pods",
+            Error::Delete { .. } => "delete",
+            Error::Observe(_) => "observe",
             Error::WriteStatus(_) => "write_status",
             Error::ReadStatus(_) => "read_status",
             Error::NoNamespace => "no_namespace",
@@ -58,12 +102,34 @@ impl Error {
     }
 }
 
+/// One pass over a job.
 pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let action = reconcile_once(&job, &ctx).await?;
+    let key = format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any());
+    ctx.failures.lock().expect("failures lock").remove(&key);
+    Ok(action)
+}
+
+async fn reconcile_once(job: &Arc<TrainingJob>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let job = job.clone();
+    let ctx = ctx.clone();
+    ctx.metrics.reconciled();
     let ns = job.namespace().ok_or(Error::NoNamespace)?;
     let jobs: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = job.name_any();
+    let now = Timestamp::now();
+    // Status from the apiserver, not the watch cache: the cache may not have seen our own last
+    // write yet, and the layout there must never step back to an older epoch.
+    let previous = jobs
+        .get_status(&name)
+        .await
+        .map_err(Error::ReadStatus)?
+        .status
+        .unwrap_or_default();
+    let was = previous.phase.as_deref();
     let spec = &job.spec;
     // The CRD's CEL rules reject impossible jobs; this catches one that slipped past (an older
-    // CRD), says so in status, and waits for a change instead of retrying.
+    // CRD), says so in status and an Event, and waits for a change instead of retrying.
     let planned = match plan(
         spec.dataset.blocks,
         spec.replication,
@@ -72,67 +138,284 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Actio
     ) {
         Ok(layout) => layout,
         Err(err) => {
-            tracing::warn!(job = %job.name_any(), %err, "invalid TrainingJob");
-            let status = invalid_status(&job, err.to_string());
-            write_status(&jobs, &job, &status).await?;
+            tracing::warn!(job = %name, %err, "invalid TrainingJob");
+            if was != Some(phase::FAILED) {
+                ctx.event(
+                    &job,
+                    EventType::Warning,
+                    "InvalidSpec",
+                    "Validate",
+                    err.to_string(),
+                )
+                .await;
+            }
+            write_status(
+                &jobs,
+                &job,
+                &status::invalid(&job, &previous, err.to_string(), now),
+            )
+            .await?;
             return Ok(Action::await_change());
         }
     };
-    // Status from the apiserver, not the watch cache: the cache may not have seen our own last
-    // write yet, and the layout there must never step back to an older epoch.
-    let previous = match jobs.get_status(&job.name_any()).await {
-        Ok(fresh) => fresh.status.unwrap_or_default(),
-        Err(source) => return Err(Error::ReadStatus(source)),
-    };
+    if was == Some(phase::SUCCEEDED) {
+        return after_success(&job, &jobs, &previous, &ctx, now).await;
+    }
+    if spec.suspend {
+        return suspend(&job, &ns, &jobs, &previous, &ctx, now).await;
+    }
     let layout = restore(planned, previous.layout.as_ref());
-    let pods = observe_workers(&job, &ns, &ctx.client).await?;
-    let healing = heal(&layout, &pods, previous.layout.is_some());
-    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let started = Instant::now();
+    let observed = observe(&job, &ns, &ctx.client, ctx.settings.node_grace)
+        .await
+        .map_err(Error::Observe)?;
+    // After a resume every pod is missing because suspend deleted them, not because they were lost.
+    let created = previous.layout.is_some() && was != Some(phase::SUSPENDED);
+    let healing = heal(&layout, &observed.workers, created);
     for &w in &healing.lost {
         // Deleted now and re-created by the apply below (or the next pass while it terminates).
-        match pod_api
-            .delete(&build::worker_name(&job, w), &DeleteParams::default())
-            .await
-        {
-            Ok(_) | Err(kube::Error::Api(_)) => {}
-            Err(source) => {
-                return Err(Error::Apply {
-                    kind: "Pod",
-                    name: build::worker_name(&job, w),
-                    source,
-                });
-            }
-        }
+        delete_pod(&ctx.client, &ns, &build::worker_name(&job, w)).await?;
     }
-    if !healing.lost.is_empty() {
-        tracing::info!(job = %job.name_any(), lost = ?healing.lost, epoch = healing.layout.epoch,
-            moved = healing.repair_moves.len(), coverage_lost = healing.coverage_lost, "workers lost; layout repaired");
+    let server_failed = observed.server == WorkerPod::Failed;
+    if server_failed {
+        // Re-created below; it resumes from its newest checkpoint and gets the layout pushed again.
+        delete_pod(&ctx.client, &ns, &build::server_name(&job)).await?;
+        ctx.metrics.server_restarted();
+        ctx.event(
+            &job,
+            EventType::Warning,
+            "ServerReplaced",
+            "Heal",
+            "the parameter-server pod failed; replaced, resuming from its newest checkpoint".into(),
+        )
+        .await;
     }
-    if !healing.joined.is_empty() {
-        tracing::info!(job = %job.name_any(), joined = ?healing.joined, epoch = healing.layout.epoch, "replacements rebalanced in");
-    }
+    announce(&job, &ctx, &healing).await;
     apply_children(&job, &ns, &ctx).await?;
-    let mut status = running_status(&job, &healing.layout, &live(&pods));
+    let live = live(&observed.workers);
+    let facts = |server| Facts {
+        layout: &healing.layout,
+        live: &live,
+        server,
+        now,
+    };
+    let mut status = status::running(&job, &previous, &facts(ServerState::NotAsked));
     let lost = healing.lost.len() as u32;
-    status.workers.failed = previous.workers.failed + lost;
-    status.workers.replaced = previous.workers.replaced + lost;
-    status.last_repair = previous.last_repair;
+    status.workers.failed += lost;
+    status.workers.replaced += lost;
+    status.server_restarts += u32::from(server_failed);
     if lost > 0 && !healing.coverage_lost {
         status.last_repair = Some(Repair {
             epoch: healing.layout.epoch,
             lost_workers: healing.lost.clone(),
             moved_blocks: healing.repair_moves.len() as u32,
-            time: k8s_openapi::jiff::Timestamp::now().to_string(),
+            time: now.to_string(),
         });
     }
+    // Written before the server is asked: a slow or missing server must not delay the repair
+    // showing up.
     write_status(&jobs, &job, &status).await?;
-    // Come back soon while pods are being replaced; otherwise pod changes wake the job anyway.
-    let again = if lost > 0 || status.workers.ready < spec.workers {
-        2
-    } else {
-        30
+    if lost > 0 && !healing.coverage_lost {
+        ctx.metrics.repaired(lost as usize, started.elapsed());
+    }
+    let server = match observed.server {
+        WorkerPod::Ready => ask_server(&job, &ctx, &healing.layout).await,
+        _ if job.annotations().contains_key(SERVER_ENDPOINT_ANNOTATION) => {
+            ask_server(&job, &ctx, &healing.layout).await
+        }
+        _ => ServerState::NotAsked,
     };
-    Ok(Action::requeue(Duration::from_secs(again)))
+    let reachable = matches!(server, ServerState::Reachable { .. });
+    let mut with_progress = status::running(&job, &status, &facts(server));
+    with_progress.server_restarts = status.server_restarts;
+    if with_progress != status {
+        write_status(&jobs, &job, &with_progress).await?;
+    }
+    if with_progress.phase.as_deref() == Some(phase::SUCCEEDED) {
+        ctx.event(
+            &job,
+            EventType::Normal,
+            "Succeeded",
+            "Train",
+            "the server reported the final step".into(),
+        )
+        .await;
+        return after_success(&job, &jobs, &with_progress, &ctx, now).await;
+    }
+    // Come back soon while pods are being replaced; a running job is polled for progress.
+    let mut again = if lost > 0 || server_failed || live.len() < spec.workers as usize {
+        Duration::from_secs(2)
+    } else if reachable {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(10)
+    };
+    if let Some(recheck) = observed.recheck {
+        again = again.min(recheck + Duration::from_millis(100));
+    }
+    Ok(Action::requeue(again))
+}
+
+impl Context {
+    /// Records an Event on the job; a failure to record is logged, never fatal.
+    async fn event(&self, job: &TrainingJob, type_: EventType, reason: &str, action: &str, note: String) {
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(err) = recorder.publish(&event, &job.object_ref(&())).await {
+            tracing::warn!(job = %job.name_any(), %err, reason, "failed to record an Event");
+        }
+    }
+}
+
+/// Logs and records Events for a healing pass.
+async fn announce(job: &TrainingJob, ctx: &Context, healing: &Healing) {
+    if !healing.lost.is_empty() {
+        tracing::info!(job = %job.name_any(), lost = ?healing.lost, epoch = healing.layout.epoch,
+            moved = healing.repair_moves.len(), coverage_lost = healing.coverage_lost, "workers lost");
+        let note = if healing.coverage_lost {
+            format!(
+                "workers {:?} lost: fewer than targetWorkers remain, so the server waits until replacements are ready",
+                healing.lost
+            )
+        } else {
+            format!(
+                "workers {:?} lost: layout repaired to epoch {}, {} block copies moved; replacement pods created",
+                healing.lost,
+                healing.layout.epoch,
+                healing.repair_moves.len()
+            )
+        };
+        let reason = if healing.coverage_lost {
+            "CoverageLost"
+        } else {
+            "LayoutRepaired"
+        };
+        ctx.event(job, EventType::Warning, reason, "Heal", note).await;
+    }
+    if !healing.joined.is_empty() {
+        tracing::info!(job = %job.name_any(), joined = ?healing.joined, epoch = healing.layout.epoch, "replacements rebalanced in");
+        let note = format!(
+            "replacement workers {:?} ready: rebalanced in at epoch {}",
+            healing.joined, healing.layout.epoch
+        );
+        ctx.event(job, EventType::Normal, "WorkersRejoined", "Heal", note)
+            .await;
+    }
+}
+
+/// Pushes the layout when the server holds an older one and reads its progress.
+async fn ask_server(job: &TrainingJob, ctx: &Context, layout: &Layout) -> ServerState {
+    let endpoint = build::control_endpoint(job);
+    match server_link::sync(&ctx.channels, &endpoint, layout).await {
+        Ok(report) => {
+            if report.pushed {
+                tracing::info!(job = %job.name_any(), epoch = layout.epoch, "layout pushed to the server");
+            }
+            ServerState::Reachable {
+                progress: report.progress,
+                finished: report.finished,
+            }
+        }
+        Err(err) => {
+            tracing::debug!(job = %job.name_any(), %endpoint, %err, "server not reachable");
+            ServerState::Unreachable(format!("{endpoint}: {err}"))
+        }
+    }
+}
+
+/// A finished job: nothing to heal; delete it once ttlSecondsAfterFinished has passed.
+async fn after_success(
+    job: &TrainingJob,
+    jobs: &Api<TrainingJob>,
+    status: &TrainingJobStatus,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let Some(ttl) = job.spec.ttl_seconds_after_finished else {
+        return Ok(Action::await_change());
+    };
+    let finished_at = status
+        .completion_time
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .unwrap_or(now);
+    let left = i64::from(ttl) - now.duration_since(finished_at).as_secs();
+    if left > 0 {
+        return Ok(Action::requeue(Duration::from_secs(left as u64)));
+    }
+    tracing::info!(job = %job.name_any(), ttl, "deleting the finished job (ttlSecondsAfterFinished)");
+    ctx.event(
+        job,
+        EventType::Normal,
+        "Expired",
+        "Delete",
+        format!("finished {ttl}s ago; deleting"),
+    )
+    .await;
+    match jobs.delete(&job.name_any(), &DeleteParams::background()).await {
+        Ok(_) => Ok(Action::await_change()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(Action::await_change()),
+        Err(source) => Err(Error::Delete {
+            kind: "TrainingJob",
+            name: job.name_any(),
+            source,
+        }),
+    }
+}
+
+/// A suspended job: its pods go, its status (layout, progress) and checkpoint volume stay.
+async fn suspend(
+    job: &TrainingJob,
+    ns: &str,
+    jobs: &Api<TrainingJob>,
+    previous: &TrainingJobStatus,
+    ctx: &Context,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("{JOB_LABEL}={}", job.name_any());
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::Observe)?;
+    for pod in list
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        delete_pod(&ctx.client, ns, &pod.name_any()).await?;
+    }
+    if previous.phase.as_deref() != Some(phase::SUSPENDED) {
+        ctx.event(
+            job,
+            EventType::Normal,
+            "Suspended",
+            "Suspend",
+            "pods deleted; the layout and the checkpoint are kept for the resume".into(),
+        )
+        .await;
+    }
+    write_status(jobs, job, &status::suspended(job, previous, now)).await?;
+    Ok(Action::await_change())
+}
+
+async fn delete_pod(client: &Client, ns: &str, name: &str) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    match pods.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(source) => Err(Error::Delete {
+            kind: "Pod",
+            name: name.to_string(),
+            source,
+        }),
+    }
 }
 
 /// The planned layout, carrying the epoch, holders and members saved in status.
@@ -145,14 +428,32 @@ fn restore(mut planned: Layout, saved: Option<&LayoutState>) -> Layout {
     planned
 }
 
-/// Transient API errors: retry with a short backoff.
-pub fn error_policy(job: Arc<TrainingJob>, err: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(job = %job.name_any(), error = %err, kind = err.metric_label(), "reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+/// Transient API errors: retry with exponential backoff (1 s doubling to 5 min), per job.
+pub fn error_policy(job: Arc<TrainingJob>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failed(err.metric_label());
+    let key = format!("{}/{}", job.namespace().unwrap_or_default(), job.name_any());
+    let mut failures = ctx.failures.lock().expect("failures lock");
+    let n = failures.entry(key).or_default();
+    *n = (*n + 1).min(16);
+    let delay = Duration::from_secs(1 << (*n - 1).min(8)).min(Duration::from_secs(300));
+    tracing::warn!(job = %job.name_any(), error = %err, kind = err.metric_label(), retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
 }
 
 async fn apply_children(job: &TrainingJob, ns: &str, ctx: &Context) -> Result<(), Error> {
     let apply = PatchParams::apply(FIELD_MANAGER).force();
+    if ctx.settings.network_policies {
+        let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
+        let policy = build::network_policy(job, ctx.settings.operator_namespace.as_deref());
+        policies
+            .patch(&policy.name_any(), &apply, &Patch::Apply(&policy))
+            .await
+            .map_err(|source| Error::Apply {
+                kind: "NetworkPolicy",
+                name: policy.name_any(),
+                source,
+            })?;
+    }
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
     let service = build::service(job);
     services
@@ -164,8 +465,9 @@ async fn apply_children(job: &TrainingJob, ns: &str, ctx: &Context) -> Result<()
             source,
         })?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let wanted = std::iter::once(build::server_pod(job, &ctx.images))
-        .chain((0..job.spec.workers).map(|w| build::worker_pod(job, w, &ctx.images)));
+    let images = &ctx.settings.images;
+    let wanted = std::iter::once(build::server_pod(job, images))
+        .chain((0..job.spec.workers).map(|w| build::worker_pod(job, w, images)));
     for pod in wanted {
         pods.patch(&pod.name_any(), &apply, &Patch::Apply(&pod))
             .await
@@ -176,129 +478,6 @@ async fn apply_children(job: &TrainingJob, ns: &str, ctx: &Context) -> Result<()
             })?;
     }
     Ok(())
-}
-
-/// The state of each worker id's pod.
-async fn observe_workers(job: &TrainingJob, ns: &str, client: &Client) -> Result<Vec<WorkerPod>, Error> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let selector = format!("{JOB_LABEL}={},{ROLE_LABEL}=worker", job.name_any());
-    let list = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::ListPods)?;
-    let mut observed = vec![WorkerPod::Missing; job.spec.workers as usize];
-    for pod in &list.items {
-        let Some(w) = pod
-            .labels()
-            .get(WORKER_LABEL)
-            .and_then(|w| w.parse::<usize>().ok())
-        else {
-            continue;
-        };
-        let Some(slot) = observed.get_mut(w) else { continue };
-        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        *slot = if pod.metadata.deletion_timestamp.is_some() {
-            WorkerPod::Missing
-        } else if phase == Some("Failed") {
-            WorkerPod::Failed
-        } else if is_ready(pod) {
-            WorkerPod::Ready
-        } else {
-            WorkerPod::Starting
-        };
-    }
-    Ok(observed)
-}
-
-fn is_ready(pod: &Pod) -> bool {
-    let status = pod.status.as_ref();
-    status.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && status
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// Status from the layout and the workers that are ready (pure).
-pub fn running_status(job: &TrainingJob, layout: &Layout, live: &BTreeSet<u32>) -> TrainingJobStatus {
-    let coverage = verify(layout, live);
-    let n = job.spec.workers;
-    let all_ready = live.len() as u32 == n;
-    let phase = match (all_ready, coverage.holds) {
-        (true, _) => "Running",
-        (false, true) if live.is_empty() => "Pending",
-        (false, true) => "Degraded",
-        (false, false) => "Pending",
-    };
-    let generation = job.metadata.generation;
-    let condition = |type_: &str, ok: bool, reason: &str, message: String| Condition {
-        type_: type_.into(),
-        status: if ok { "True" } else { "False" }.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: generation,
-        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
-    };
-    TrainingJobStatus {
-        phase: Some(phase.into()),
-        conditions: vec![
-            condition(
-                "Ready",
-                all_ready,
-                if all_ready {
-                    "AllWorkersReady"
-                } else {
-                    "WorkersStarting"
-                },
-                format!("{}/{n} workers ready", live.len()),
-            ),
-            condition(
-                "CoverageLost",
-                !coverage.holds,
-                if coverage.holds {
-                    "Covered"
-                } else {
-                    "TooFewWorkers"
-                },
-                format!(
-                    "{} live workers; any {} must cover every block",
-                    coverage.live, layout.target
-                ),
-            ),
-        ],
-        observed_generation: generation,
-        layout_epoch: Some(layout.epoch),
-        coverage_margin: Some(coverage.margin),
-        under_replicated_blocks: coverage.under_replicated,
-        workers_ready: Some(format!("{}/{n}", live.len())),
-        workers: WorkerCounts {
-            ready: live.len() as u32,
-            failed: 0,
-            replaced: 0,
-        },
-        progress: None,
-        last_repair: None,
-        layout: Some(LayoutState {
-            epoch: layout.epoch,
-            holders: layout.holders.clone(),
-            members: layout.members.iter().copied().collect(),
-        }),
-    }
-}
-
-fn invalid_status(job: &TrainingJob, message: String) -> TrainingJobStatus {
-    TrainingJobStatus {
-        phase: Some("Failed".into()),
-        conditions: vec![Condition {
-            type_: "Ready".into(),
-            status: "False".into(),
-            reason: "InvalidSpec".into(),
-            message,
-            observed_generation: job.metadata.generation,
-            last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
-        }],
-        observed_generation: job.metadata.generation,
-        ..TrainingJobStatus::default()
-    }
 }
 
 async fn write_status(
@@ -317,26 +496,44 @@ async fn write_status(
     Ok(())
 }
 
-/// Runs the controller until the stream ends: watches TrainingJobs (in `namespace`, or all) and the
-/// pods they own, so a pod change wakes its job.
-pub async fn run(client: Client, images: Images, namespace: Option<String>) {
+/// Runs the controller until a shutdown signal: watches TrainingJobs in `namespaces` (all when
+/// empty) and the pods they own, so a pod change wakes its job.
+pub async fn run(client: Client, settings: Settings, namespaces: Vec<String>, metrics: Arc<Metrics>) {
     use futures::StreamExt;
-    let (jobs, pods): (Api<TrainingJob>, Api<Pod>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings,
+        metrics,
+        channels: Channels::default(),
+        reporter: Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: std::env::var("HOSTNAME").ok(),
+        },
+        failures: Default::default(),
+    });
+    let scopes: Vec<(Api<TrainingJob>, Api<Pod>)> = if namespaces.is_empty() {
+        vec![(Api::all(client.clone()), Api::all(client.clone()))]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| {
+                (
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client.clone(), ns),
+                )
+            })
+            .collect()
     };
-    let ctx = Arc::new(Context { client, images });
-    kube::runtime::Controller::new(jobs, Default::default())
-        .owns(pods, Default::default())
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "reconcile stream");
-            }
-        })
-        .await;
+    let controllers = scopes.into_iter().map(|(jobs, pods)| {
+        kube::runtime::Controller::new(jobs, Default::default())
+            .owns(pods, Default::default())
+            .shutdown_on_signal()
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(|result| async move {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "reconcile stream");
+                }
+            })
+    });
+    futures::future::join_all(controllers).await;
 }

@@ -1,8 +1,13 @@
-//! anyk's Kubernetes operator. So far: the TrainingJob resource (`crd`), its CRD generator, and
-//! the desired objects of a job (`build`, pure).
-//! `controller` applies them and reports coverage; pushing layouts and self-healing come next.
+//! anyk's Kubernetes operator: the TrainingJob resource (`crd`), the desired objects of a job
+//! (`build`, pure), what its pods look like (`observe`), self-healing decisions (`heal`, pure),
+//! its status (`status`, pure), the link to its parameter server (`server_link`), the reconcile
+//! (`controller`) and the operator's metrics.
 
 pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod heal;
+pub mod metrics;
+pub mod observe;
+pub mod server_link;
+pub mod status;

@@ -1,6 +1,12 @@
-//! `anyk-operator`: wiring only (arguments, tracing, the controller).
+//! `anyk-operator`: wiring only (arguments, tracing, metrics endpoint, the controller).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyk_operator::build::Images;
+use anyk_operator::controller::Settings;
+use anyk_operator::metrics::{self, Metrics};
 use clap::Parser;
 
 /// The anyk Kubernetes operator.
@@ -21,9 +27,21 @@ struct Args {
         default_value = "ghcr.io/anyk-dev/anyk-worker:0.1.0"
     )]
     worker_image: String,
-    /// Watch only this namespace (default: all).
-    #[arg(long, env = "ANYK_WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated; default: all).
+    #[arg(long, env = "ANYK_WATCH_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Serve Prometheus metrics and /healthz here (e.g. 0.0.0.0:8080).
+    #[arg(long, env = "ANYK_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// Seconds a worker's node may be NotReady before its pods count as lost.
+    #[arg(long, env = "ANYK_NODE_GRACE_SECONDS", default_value_t = 30)]
+    node_grace_seconds: u64,
+    /// Create one NetworkPolicy per job that lets only its workers and the operator reach its server.
+    #[arg(long, env = "ANYK_NETWORK_POLICIES", default_value_t = true, action = clap::ArgAction::Set)]
+    network_policies: bool,
+    /// The namespace the operator runs in (the chart sets it from the downward API).
+    #[arg(long, env = "ANYK_OPERATOR_NAMESPACE")]
+    operator_namespace: Option<String>,
 }
 
 #[tokio::main]
@@ -35,11 +53,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
     let client = kube::Client::try_default().await?;
-    let images = Images {
-        server: args.server_image,
-        worker: args.worker_image,
+    let settings = Settings {
+        images: Images {
+            server: args.server_image,
+            worker: args.worker_image,
+        },
+        node_grace: Duration::from_secs(args.node_grace_seconds),
+        network_policies: args.network_policies,
+        operator_namespace: args.operator_namespace.filter(|ns| !ns.is_empty()),
     };
-    tracing::info!(namespace = ?args.namespace, "anyk operator starting");
-    anyk_operator::controller::run(client, images, args.namespace).await;
+    let namespaces: Vec<String> = args.namespaces.into_iter().filter(|ns| !ns.is_empty()).collect();
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = args.metrics_addr {
+        let metrics = metrics.clone();
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        tokio::spawn(async move {
+            if let Err(err) = metrics::serve(listener, metrics).await {
+                tracing::error!(%err, "metrics endpoint stopped");
+            }
+        });
+    }
+    tracing::info!(?namespaces, "anyk operator starting");
+    anyk_operator::controller::run(client, settings, namespaces, metrics).await;
     Ok(())
 }

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use anyk_operator::build::{Images, JOB_LABEL};
+use anyk_operator::controller::Settings;
 use anyk_operator::crd::TrainingJob;
 use anyk_testkit::{TestNamespace, eventually};
 use common::install_crd;
@@ -20,8 +21,9 @@ async fn a_job_gets_its_pods_on_gpu_nodes_and_reports_coverage() {
     install_crd(ns.client.clone()).await;
     let controller = tokio::spawn(anyk_operator::controller::run(
         ns.client.clone(),
-        images(),
-        Some(ns.name.clone()),
+        Settings::new(images()),
+        vec![ns.name.clone()],
+        Default::default(),
     ));
     let jobs: Api<TrainingJob> = ns.api();
     let job: TrainingJob = serde_json::from_value(json!({
@@ -97,8 +99,9 @@ async fn a_job_gets_its_pods_on_gpu_nodes_and_reports_coverage() {
     let _ = controller.await;
     let controller = tokio::spawn(anyk_operator::controller::run(
         ns.client.clone(),
-        images(),
-        Some(ns.name.clone()),
+        Settings::new(images()),
+        vec![ns.name.clone()],
+        Default::default(),
     ));
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = jobs.get("digits").await.unwrap().status.unwrap();

@@ -1,0 +1,22 @@
+# syntax=docker/dockerfile:1
+# anyk-server: the parameter server of a TrainingJob. The operator starts it with its arguments
+# (so the image's entrypoint is the binary) and mounts a writable volume at /checkpoints.
+# Build from the repository root:
+#   docker build -f docker/server.Dockerfile -t ghcr.io/anyk-dev/anyk-server:0.1.0 .
+# protoc comes from the protoc-bin-vendored crate: the Rust image suffices.
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target,id=anyk-target-server \
+    cargo build --locked --release -p anyk-server \
+ && install -m 0755 target/release/anyk-server /usr/local/bin/anyk-server
+
+FROM debian:bookworm-slim
+COPY --from=build /usr/local/bin/anyk-server /usr/local/bin/anyk-server
+# Non-root, as the operator's pods run it (runAsUser/runAsGroup 65532, restricted PSS).
+USER 65532:65532
+# gRPC (Training service for workers, Control service for the operator).
+EXPOSE 50051
+ENTRYPOINT ["/usr/local/bin/anyk-server"]

@@ -1,0 +1,87 @@
+//! The operator's side of the server's Control service: push the layout (epoch-fenced) when the
+//! server holds an older one, and read its progress for the job's status.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyk_core::Layout;
+use anyk_proto::v1::{ProgressRequest, SetLayoutRequest, control_client::ControlClient};
+use tonic::transport::Channel;
+
+use crate::crd::Progress;
+
+/// Each call gives up after this long: an unreachable server must not hold up healing.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("server endpoint {0:?} is not a valid URL")]
+    Endpoint(String),
+    #[error("server unreachable or failed: {0}")]
+    Call(#[from] tonic::Status),
+    #[error("server did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// One lazily connecting channel per server endpoint, reused across reconciles.
+#[derive(Default)]
+pub struct Channels(Mutex<HashMap<String, Channel>>);
+
+impl Channels {
+    fn get(&self, endpoint: &str) -> Result<Channel, LinkError> {
+        let mut channels = self.0.lock().expect("channel map lock");
+        if let Some(channel) = channels.get(endpoint) {
+            return Ok(channel.clone());
+        }
+        let channel = anyk_proto::transport::channel(endpoint)
+            .map_err(|_| LinkError::Endpoint(endpoint.to_string()))?;
+        channels.insert(endpoint.to_string(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// What one sync with the server found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerReport {
+    pub progress: Progress,
+    /// The layout epoch was pushed in this sync (the server held an older one, or none).
+    pub pushed: bool,
+    pub finished: bool,
+}
+
+/// Pushes `layout` unless the server already holds its epoch, then reads progress.
+pub async fn sync(channels: &Channels, endpoint: &str, layout: &Layout) -> Result<ServerReport, LinkError> {
+    let mut control = ControlClient::new(channels.get(endpoint)?);
+    let mut progress = timed(control.get_progress(ProgressRequest {})).await?;
+    let pushed = progress.epoch < layout.epoch;
+    if pushed {
+        // The server fences by epoch: an older epoch than its own is refused (FAILED_PRECONDITION),
+        // so a slow operator replica can never roll a layout back.
+        let wire = anyk_proto::layout_to_wire(layout);
+        timed(control.set_layout(SetLayoutRequest { layout: Some(wire) })).await?;
+        progress.epoch = layout.epoch;
+    }
+    Ok(ServerReport {
+        finished: progress.finished,
+        pushed,
+        progress: Progress {
+            step: progress.step,
+            total_steps: progress.total_steps,
+            loss: f64::from(progress.loss),
+            steps_per_second: progress.steps_per_second,
+            server_layout_epoch: progress.epoch,
+            stragglers_skipped: progress.stragglers_skipped,
+            late_gradients_dropped: progress.late_gradients_dropped,
+        },
+    })
+}
+
+async fn timed<T>(
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, LinkError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(answer) => Ok(answer?.into_inner()),
+        Err(_) => Err(LinkError::Timeout(CALL_TIMEOUT)),
+    }
+}
