@@ -13,12 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyk_core::{Layout, plan};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -66,23 +67,23 @@ pub struct Context {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to apply {kind} {name}")]
+    #[error("failed to apply {kind} {name}: {source}")]
     Apply {
         kind: &'static str,
         name: String,
         source: kube::Error,
     },
-    #[error("failed to delete {kind} {name}")]
+    #[error("failed to delete {kind} {name}: {source}")]
     Delete {
         kind: &'static str,
         name: String,
         source: kube::Error,
     },
-    #[error("failed to observe the job's pods and nodes")]
+    #[error("failed to observe the job's pods and nodes: {0}")]
     Observe(#[source] kube::Error),
-    #[error("failed to write status")]
+    #[error("failed to write status: {0}")]
     WriteStatus(#[source] kube::Error),
-    #[error("failed to read status")]
+    #[error("failed to read status: {0}")]
     ReadStatus(#[source] kube::Error),
     #[error("the job has no namespace")]
     NoNamespace,
@@ -174,12 +175,12 @@ async fn reconcile_once(job: &Arc<TrainingJob>, ctx: &Arc<Context>) -> Result<Ac
     let healing = heal(&layout, &observed.workers, created);
     for &w in &healing.lost {
         // Deleted now and re-created by the apply below (or the next pass while it terminates).
-        delete_pod(&ctx.client, &ns, &build::worker_name(&job, w)).await?;
+        delete_pod(&ctx.client, &ns, &build::worker_name(&job, w), Deletion::Now).await?;
     }
     let server_failed = observed.server == WorkerPod::Failed;
     if server_failed {
         // Re-created below; it resumes from its newest checkpoint and gets the layout pushed again.
-        delete_pod(&ctx.client, &ns, &build::server_name(&job)).await?;
+        delete_pod(&ctx.client, &ns, &build::server_name(&job), Deletion::Now).await?;
         ctx.metrics.server_restarted();
         ctx.event(
             &job,
@@ -389,7 +390,7 @@ async fn suspend(
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
     {
-        delete_pod(&ctx.client, ns, &pod.name_any()).await?;
+        delete_pod(&ctx.client, ns, &pod.name_any(), Deletion::Graceful).await?;
     }
     if previous.phase.as_deref() != Some(phase::SUSPENDED) {
         ctx.event(
@@ -405,9 +406,24 @@ async fn suspend(
     Ok(Action::await_change())
 }
 
-async fn delete_pod(client: &Client, ns: &str, name: &str) -> Result<(), Error> {
+/// How a pod is deleted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Deletion {
+    /// SIGTERM and the pod's grace period: a suspended server writes its final checkpoint.
+    Graceful,
+    /// At once: a lost pod's node may never confirm a graceful deletion, and its replacement has
+    /// the same name. Should the old process still run somewhere, it is fenced off anyway: the
+    /// server rejects gradients for blocks a worker does not hold in the current layout epoch.
+    Now,
+}
+
+async fn delete_pod(client: &Client, ns: &str, name: &str, how: Deletion) -> Result<(), Error> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    match pods.delete(name, &DeleteParams::default()).await {
+    let params = match how {
+        Deletion::Graceful => DeleteParams::default(),
+        Deletion::Now => DeleteParams::default().grace_period(0),
+    };
+    match pods.delete(name, &params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
         Err(source) => Err(Error::Delete {
@@ -497,7 +513,7 @@ async fn write_status(
 }
 
 /// Runs the controller until a shutdown signal: watches TrainingJobs in `namespaces` (all when
-/// empty) and the pods they own, so a pod change wakes its job.
+/// empty), the pods they own (a pod change wakes its job) and the nodes.
 pub async fn run(client: Client, settings: Settings, namespaces: Vec<String>, metrics: Arc<Metrics>) {
     use futures::StreamExt;
     let ctx = Arc::new(Context {
@@ -525,8 +541,20 @@ pub async fn run(client: Client, settings: Settings, namespaces: Vec<String>, me
             .collect()
     };
     let controllers = scopes.into_iter().map(|(jobs, pods)| {
-        kube::runtime::Controller::new(jobs, Default::default())
+        let controller = kube::runtime::Controller::new(jobs, Default::default());
+        // A node changing (going NotReady) wakes every job, so the grace starts counting at once
+        // rather than at the job's next periodic pass.
+        let known_jobs = controller.store();
+        let nodes: Api<Node> = Api::all(client.clone());
+        controller
             .owns(pods, Default::default())
+            .watches(nodes, Default::default(), move |_: Node| {
+                known_jobs
+                    .state()
+                    .iter()
+                    .map(|job| ObjectRef::from_obj(&**job))
+                    .collect::<Vec<_>>()
+            })
             .shutdown_on_signal()
             .run(reconcile, error_policy, ctx.clone())
             .for_each(|result| async move {

@@ -254,8 +254,9 @@ pub struct Progress {
     /// Steps the job trains for.
     #[serde(default)]
     pub total_steps: u64,
-    /// Mean training loss of the last step.
-    pub loss: f64,
+    /// Mean training loss of the last step (absent before the first step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
     /// Recent steps per second.
     pub steps_per_second: f64,
     /// The layout epoch the server holds (equal to layoutEpoch once the push went through).

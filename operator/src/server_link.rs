@@ -68,7 +68,8 @@ pub async fn sync(channels: &Channels, endpoint: &str, layout: &Layout) -> Resul
         progress: Progress {
             step: progress.step,
             total_steps: progress.total_steps,
-            loss: f64::from(progress.loss),
+            // NaN before the first step; JSON has no NaN.
+            loss: progress.loss.is_finite().then_some(f64::from(progress.loss)),
             steps_per_second: progress.steps_per_second,
             server_layout_epoch: progress.epoch,
             stragglers_skipped: progress.stragglers_skipped,

@@ -142,3 +142,53 @@ pub fn merge_json(base: &mut serde_json::Value, patch: serde_json::Value) {
         (base, patch) => *base = patch,
     }
 }
+
+/// A command-line tool of the test cluster (kubectl, helm, ...), from `hack/k8s-tools`' cache.
+pub fn tool(name: &str) -> PathBuf {
+    let out = Command::new(repo_root().join("hack/k8s-tools"))
+        .arg("--bin-dir")
+        .output()
+        .expect("hack/k8s-tools runs");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join(name)
+}
+
+/// Runs kubectl or helm against the test cluster and returns its stdout; panics with its output
+/// when it fails.
+pub fn run_tool(name: &str, args: &[&str]) -> String {
+    let out = Command::new(tool(name))
+        .arg("--kubeconfig")
+        .arg(kubeconfig())
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|e| panic!("{name} runs: {e}"));
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes a kubeconfig for the test cluster that authenticates with `token` (a service account's,
+/// from the TokenRequest API), for a process that must act with exactly that identity.
+pub fn write_token_kubeconfig(token: &str, path: &Path) {
+    let mut config = Kubeconfig::read_from(kubeconfig()).expect("kubeconfig parses");
+    for named in &mut config.auth_infos {
+        named.auth_info = Some(kube::config::AuthInfo {
+            token: Some(token.to_string().into()),
+            ..Default::default()
+        });
+    }
+    let yaml = serde_yaml::to_string(&config).expect("kubeconfig serializes");
+    std::fs::write(path, yaml).expect("kubeconfig written");
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
