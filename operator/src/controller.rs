@@ -115,6 +115,10 @@ async fn reconcile_once(job: &Arc<TrainingJob>, ctx: &Arc<Context>) -> Result<Ac
     let job = job.clone();
     let ctx = ctx.clone();
     ctx.metrics.reconciled();
+    if job.metadata.deletion_timestamp.is_some() {
+        // Being deleted: the garbage collector removes the pods; they are not lost workers.
+        return Ok(Action::await_change());
+    }
     let ns = job.namespace().ok_or(Error::NoNamespace)?;
     let jobs: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), &ns);
     let name = job.name_any();

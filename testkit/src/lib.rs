@@ -67,10 +67,12 @@ pub async fn token_client(token: &str) -> Client {
     Client::try_from(config).expect("client builds")
 }
 
-/// A namespace for one test, deleted (with everything in it) by [`TestNamespace::cleanup`].
+/// A namespace for one test, deleted (with everything in it) by [`TestNamespace::cleanup`], or
+/// when dropped (a failing test), so that a failed test leaves no pods holding fake GPUs.
 pub struct TestNamespace {
     pub client: Client,
     pub name: String,
+    cleaned: bool,
 }
 
 impl TestNamespace {
@@ -93,7 +95,11 @@ impl TestNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .expect("namespace created");
-        Self { client, name }
+        Self {
+            client,
+            name,
+            cleaned: false,
+        }
     }
 
     pub fn api<K>(&self) -> Api<K>
@@ -104,10 +110,29 @@ impl TestNamespace {
         Api::namespaced(self.client.clone(), &self.name)
     }
 
-    pub async fn cleanup(self) {
-        let _ = Api::<Namespace>::all(self.client)
+    pub async fn cleanup(mut self) {
+        let _ = Api::<Namespace>::all(self.client.clone())
             .delete(&self.name, &DeleteParams::background())
             .await;
+        self.cleaned = true;
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if !self.cleaned {
+            let _ = Command::new(tool("kubectl"))
+                .arg("--kubeconfig")
+                .arg(kubeconfig())
+                .args([
+                    "delete",
+                    "namespace",
+                    &self.name,
+                    "--wait=false",
+                    "--ignore-not-found",
+                ])
+                .output();
+        }
     }
 }
 
