@@ -27,7 +27,7 @@ async fn helm_installed_operator_heals_jobs_and_drives_a_real_server() {
     let jobs_ns = TestNamespace::create("e2e", &[("pod-security.kubernetes.io/enforce", "restricted")]).await;
     let system_ns = TestNamespace::create("e2e-system", &[]).await;
     let release = format!("anyk-{}", &jobs_ns.name["anyk-e2e-".len()..]);
-    let operator = Operator::install(&release, &system_ns.name, &jobs_ns.name);
+    let mut operator = Operator::install(&release, &system_ns.name, &jobs_ns.name);
     let client = jobs_ns.client.clone();
     // The example reads its blocks from a claim; bind it to a host-path volume (a hostPath in the
     // pod itself would break the restricted standard). Every job here uses that claim.
@@ -45,6 +45,10 @@ async fn helm_installed_operator_heals_jobs_and_drives_a_real_server() {
     assert!(repairs >= 3.0, "repairs counted: {metrics}");
     assert_eq!(metric(&metrics, "anyk_server_restarts_total"), 1.0, "{metrics}");
     assert!(metric(&metrics, "anyk_repair_duration_seconds_count") >= 3.0);
+    // Test 5: a restarted operator creates no duplicate pods and keeps the layout epoch; deleting
+    // the job removes its pods (owner references and the garbage collector).
+    operator.start();
+    a_restart_changes_nothing_and_deletion_collects_the_pods(&client, &jobs_ns.name).await;
     operator.uninstall();
     jobs_ns.cleanup().await;
     system_ns.cleanup().await;
@@ -182,6 +186,32 @@ async fn the_example_job_heals(client: &Client, ns: &str) {
         "suspend and resume keep the layout"
     );
     assert_eq!(resumed.workers.failed, 1, "a resume is not a loss");
+}
+
+async fn a_restart_changes_nothing_and_deletion_collects_the_pods(client: &Client, ns: &str) {
+    let jobs: Api<TrainingJob> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let selector = format!("{JOB_LABEL}=digits");
+    let before = jobs.get("digits").await.unwrap().status.unwrap();
+    // Give the new operator time for several passes over every job.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = jobs.get("digits").await.unwrap().status.unwrap();
+    assert_eq!(
+        after.layout_epoch, before.layout_epoch,
+        "a restart keeps the layout epoch"
+    );
+    assert_eq!(
+        after.workers.failed, before.workers.failed,
+        "a restart loses nobody"
+    );
+    let listed = pods.list(&ListParams::default().labels(&selector)).await.unwrap();
+    assert_eq!(listed.items.len(), 9, "no duplicate pods after a restart");
+    jobs.delete("digits", &DeleteParams::foreground()).await.unwrap();
+    eventually("the job's pods garbage-collected", MINUTE, || async {
+        let left = pods.list(&ListParams::default().labels(&selector)).await.ok()?;
+        left.items.is_empty().then_some(())
+    })
+    .await;
 }
 
 /// Test 3: a node goes NotReady; its workers count as lost after the operator's grace, long
@@ -397,8 +427,10 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
 
 /// The operator process, run with the chart's service account token.
 struct Operator {
-    /// Killed when the Operator is dropped.
-    _process: Process,
+    /// Killed when the Operator is dropped or restarted.
+    process: Option<Process>,
+    watched: String,
+    dir: PathBuf,
     metrics_port: u16,
     release: String,
     namespace: String,
@@ -433,24 +465,32 @@ impl Operator {
         let dir = tempfile::tempdir().unwrap().keep();
         let kubeconfig = dir.join("operator.kubeconfig");
         write_token_kubeconfig(token.trim(), &kubeconfig);
-        let metrics_port = free_port();
-        let process = Process::start(
-            "anyk-operator",
-            Command::new(env!("CARGO_BIN_EXE_anyk-operator"))
-                .env("KUBECONFIG", &kubeconfig)
-                .env("ANYK_WATCH_NAMESPACES", watched)
-                .env("ANYK_NODE_GRACE_SECONDS", NODE_GRACE_SECONDS.to_string())
-                .env("ANYK_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
-                .env("ANYK_OPERATOR_NAMESPACE", namespace)
-                .env("ANYK_LOG", "info,anyk_operator=debug"),
-            &dir,
-        );
-        Self {
-            _process: process,
-            metrics_port,
+        let mut operator = Self {
+            process: None,
+            metrics_port: free_port(),
             release: release.into(),
             namespace: namespace.into(),
-        }
+            watched: watched.into(),
+            dir,
+        };
+        operator.start();
+        operator
+    }
+
+    /// Starts the operator binary with the service account's kubeconfig (killing a running one).
+    fn start(&mut self) {
+        self.process = None;
+        self.process = Some(Process::start(
+            "anyk-operator",
+            Command::new(env!("CARGO_BIN_EXE_anyk-operator"))
+                .env("KUBECONFIG", self.dir.join("operator.kubeconfig"))
+                .env("ANYK_WATCH_NAMESPACES", &self.watched)
+                .env("ANYK_NODE_GRACE_SECONDS", NODE_GRACE_SECONDS.to_string())
+                .env("ANYK_METRICS_ADDR", format!("127.0.0.1:{}", self.metrics_port))
+                .env("ANYK_OPERATOR_NAMESPACE", &self.namespace)
+                .env("ANYK_LOG", "info,anyk_operator=debug"),
+            &self.dir,
+        ));
     }
 
     fn metrics(&self) -> String {
