@@ -126,6 +126,8 @@ pub fn server_pod(job: &TrainingJob, images: &Images) -> Pod {
         "image": spec.server.image.clone().unwrap_or_else(|| images.server.clone()),
         "args": args,
         "ports": [{ "name": "grpc", "containerPort": SERVER_PORT }],
+        // Ready once it listens, so the operator's first layout push finds it.
+        "readinessProbe": { "tcpSocket": { "port": SERVER_PORT }, "periodSeconds": 2 },
         "volumeMounts": [{ "name": "checkpoints", "mountPath": "/checkpoints" }],
     });
     pod(

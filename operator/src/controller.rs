@@ -8,7 +8,7 @@
 //! to whichever server holds an older epoch. Suspend deletes the pods and keeps the rest; a
 //! finished job is deleted after ttlSecondsAfterFinished.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,7 +60,8 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub channels: Channels,
-    pub reporter: Reporter,
+    /// One recorder for all Events, so that repeated ones are counted rather than duplicated.
+    pub recorder: Recorder,
     /// Consecutive failed passes per job, for the backoff.
     pub failures: Mutex<HashMap<String, u32>>,
 }
@@ -125,12 +126,11 @@ async fn reconcile_once(job: &Arc<TrainingJob>, ctx: &Arc<Context>) -> Result<Ac
     let now = Timestamp::now();
     // Status from the apiserver, not the watch cache: the cache may not have seen our own last
     // write yet, and the layout there must never step back to an older epoch.
-    let previous = jobs
-        .get_status(&name)
-        .await
-        .map_err(Error::ReadStatus)?
-        .status
-        .unwrap_or_default();
+    let fresh = jobs.get_status(&name).await.map_err(Error::ReadStatus)?;
+    if fresh.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let previous = fresh.status.unwrap_or_default();
     let was = previous.phase.as_deref();
     let spec = &job.spec;
     // The CRD's CEL rules reject impossible jobs; this catches one that slipped past (an older
@@ -174,37 +174,23 @@ async fn reconcile_once(job: &Arc<TrainingJob>, ctx: &Arc<Context>) -> Result<Ac
     let observed = observe(&job, &ns, &ctx.client, ctx.settings.node_grace)
         .await
         .map_err(Error::Observe)?;
+    let resuming = was == Some(phase::SUSPENDED);
+    if resuming && observed.terminating > 0 {
+        // The pods suspend deleted are still going: they are not losses, and their replacements
+        // (same names) cannot be created before they are gone.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     // After a resume every pod is missing because suspend deleted them, not because they were lost.
-    let created = previous.layout.is_some() && was != Some(phase::SUSPENDED);
-    let healing = heal(&layout, &observed.workers, created);
-    for &w in &healing.lost {
-        // Deleted now and re-created by the apply below (or the next pass while it terminates).
-        delete_pod(&ctx.client, &ns, &build::worker_name(&job, w), Deletion::Now).await?;
-    }
+    let healing = heal(&layout, &observed.workers, previous.layout.is_some() && !resuming);
     let server_failed = observed.server == WorkerPod::Failed;
-    if server_failed {
-        // Re-created below; it resumes from its newest checkpoint and gets the layout pushed again.
-        delete_pod(&ctx.client, &ns, &build::server_name(&job), Deletion::Now).await?;
-        ctx.metrics.server_restarted();
-        ctx.event(
-            &job,
-            EventType::Warning,
-            "ServerReplaced",
-            "Heal",
-            "the parameter-server pod failed; replaced, resuming from its newest checkpoint".into(),
-        )
-        .await;
-    }
-    announce(&job, &ctx, &healing).await;
-    apply_children(&job, &ns, &ctx).await?;
     let live = live(&observed.workers);
-    let facts = |server| Facts {
-        layout: &healing.layout,
+    let facts = |layout, server| Facts {
+        layout,
         live: &live,
         server,
         now,
     };
-    let mut status = status::running(&job, &previous, &facts(ServerState::NotAsked));
+    let mut status = status::running(&job, &previous, &facts(&healing.layout, ServerState::NotAsked));
     let lost = healing.lost.len() as u32;
     status.workers.failed += lost;
     status.workers.replaced += lost;
@@ -217,21 +203,56 @@ async fn reconcile_once(job: &Arc<TrainingJob>, ctx: &Arc<Context>) -> Result<Ac
             time: now.to_string(),
         });
     }
-    // Written before the server is asked: a slow or missing server must not delay the repair
-    // showing up.
+    // The repaired layout is written before anything is acted on: should a later step fail, the
+    // next pass starts from it and never counts the same loss twice. And before the server is
+    // asked: a slow or missing server must not delay the repair showing up.
     write_status(&jobs, &job, &status).await?;
     if lost > 0 && !healing.coverage_lost {
         ctx.metrics.repaired(lost as usize, started.elapsed());
     }
+    announce(&job, &ctx, &healing).await;
+    let mut deleted = Vec::new();
+    // Lost workers, and replacements that failed before they were rebalanced in (no longer
+    // members, so not lost again, but their pods must be replaced all the same).
+    let failed_spares = (0..spec.workers).filter(|w| {
+        !healing.layout.members.contains(w)
+            && !healing.lost.contains(w)
+            && observed.workers[*w as usize] == WorkerPod::Failed
+    });
+    for w in healing.lost.iter().copied().chain(failed_spares) {
+        deleted.push(build::worker_name(&job, w));
+    }
+    if server_failed {
+        ctx.metrics.server_restarted();
+        let note = if spec.training.checkpoint_claim.is_some() {
+            "the parameter-server pod failed; replaced, it resumes from its newest checkpoint"
+        } else {
+            "the parameter-server pod failed; replaced, it starts over (no training.checkpointClaim)"
+        };
+        ctx.event(&job, EventType::Warning, "ServerReplaced", "Heal", note.into())
+            .await;
+        deleted.push(build::server_name(&job));
+    }
+    for pod in &deleted {
+        delete_pod(&ctx.client, &ns, pod, Deletion::Now).await?;
+    }
+    // Pods are created when absent, never updated: a running pod's spec cannot change, and an
+    // edited job or a new default image applies to the pods created from then on.
+    let absent: BTreeSet<String> = std::iter::once(build::server_name(&job))
+        .chain((0..spec.workers).map(|w| build::worker_name(&job, w)))
+        .filter(|pod| !observed.existing.contains(pod) || deleted.contains(pod))
+        .collect();
+    apply_children(&job, &ns, &ctx, &absent).await?;
+    let mut layout = healing.layout.clone();
     let server = match observed.server {
-        WorkerPod::Ready => ask_server(&job, &ctx, &healing.layout).await,
+        WorkerPod::Ready => ask_server(&job, &ctx, &mut layout).await,
         _ if job.annotations().contains_key(SERVER_ENDPOINT_ANNOTATION) => {
-            ask_server(&job, &ctx, &healing.layout).await
+            ask_server(&job, &ctx, &mut layout).await
         }
         _ => ServerState::NotAsked,
     };
     let reachable = matches!(server, ServerState::Reachable { .. });
-    let mut with_progress = status::running(&job, &status, &facts(server));
+    let mut with_progress = status::running(&job, &status, &facts(&layout, server));
     with_progress.server_restarts = status.server_restarts;
     if with_progress != status {
         write_status(&jobs, &job, &with_progress).await?;
@@ -264,7 +285,6 @@ async fn reconcile_once(job: &Arc<TrainingJob>, ctx: &Arc<Context>) -> Result<Ac
 impl Context {
     /// Records an Event on the job; a failure to record is logged, never fatal.
     async fn event(&self, job: &TrainingJob, type_: EventType, reason: &str, action: &str, note: String) {
-        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
         let event = Event {
             type_,
             reason: reason.into(),
@@ -272,7 +292,7 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(err) = recorder.publish(&event, &job.object_ref(&())).await {
+        if let Err(err) = self.recorder.publish(&event, &job.object_ref(&())).await {
             tracing::warn!(job = %job.name_any(), %err, reason, "failed to record an Event");
         }
     }
@@ -314,11 +334,17 @@ async fn announce(job: &TrainingJob, ctx: &Context, healing: &Healing) {
     }
 }
 
-/// Pushes the layout when the server holds an older one and reads its progress.
-async fn ask_server(job: &TrainingJob, ctx: &Context, layout: &Layout) -> ServerState {
+/// Pushes the layout when the server holds an older one and reads its progress. Should the server
+/// hold a newer epoch, the layout was pushed stamped above it, and `layout` says so.
+async fn ask_server(job: &TrainingJob, ctx: &Context, layout: &mut Layout) -> ServerState {
     let endpoint = build::control_endpoint(job);
     match server_link::sync(&ctx.channels, &endpoint, layout).await {
         Ok(report) => {
+            if report.epoch != layout.epoch {
+                tracing::warn!(job = %job.name_any(), ours = layout.epoch, now = report.epoch,
+                    "the server held a newer layout epoch than the job's status; ours was pushed above it");
+                layout.epoch = report.epoch;
+            }
             if report.pushed {
                 tracing::info!(job = %job.name_any(), epoch = layout.epoch, "layout pushed to the server");
             }
@@ -460,7 +486,12 @@ pub fn error_policy(job: Arc<TrainingJob>, err: &Error, ctx: Arc<Context>) -> Ac
     Action::requeue(delay)
 }
 
-async fn apply_children(job: &TrainingJob, ns: &str, ctx: &Context) -> Result<(), Error> {
+async fn apply_children(
+    job: &TrainingJob,
+    ns: &str,
+    ctx: &Context,
+    absent: &BTreeSet<String>,
+) -> Result<(), Error> {
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     if ctx.settings.network_policies {
         let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
@@ -488,7 +519,7 @@ async fn apply_children(job: &TrainingJob, ns: &str, ctx: &Context) -> Result<()
     let images = &ctx.settings.images;
     let wanted = std::iter::once(build::server_pod(job, images))
         .chain((0..job.spec.workers).map(|w| build::worker_pod(job, w, images)));
-    for pod in wanted {
+    for pod in wanted.filter(|pod| absent.contains(&pod.name_any())) {
         pods.patch(&pod.name_any(), &apply, &Patch::Apply(&pod))
             .await
             .map_err(|source| Error::Apply {
@@ -525,10 +556,13 @@ pub async fn run(client: Client, settings: Settings, namespaces: Vec<String>, me
         settings,
         metrics,
         channels: Channels::default(),
-        reporter: Reporter {
-            controller: FIELD_MANAGER.into(),
-            instance: std::env::var("HOSTNAME").ok(),
-        },
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: std::env::var("HOSTNAME").ok(),
+            },
+        ),
         failures: Default::default(),
     });
     let scopes: Vec<(Api<TrainingJob>, Api<Pod>)> = if namespaces.is_empty() {

@@ -33,15 +33,18 @@ pub struct TrainingJobSpec {
     /// Where the block files live and how many blocks there are. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("dataset is immutable once the job exists"))]
     pub dataset: Dataset,
-    /// r: identical copies of every block, each on a different worker (at least 2).
+    /// r: identical copies of every block, each on a different worker (at least 2). Immutable.
     #[schemars(range(min = 2, max = 1024))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("replication is immutable once the job exists"))]
     pub replication: u32,
-    /// n: number of worker pods.
+    /// n: number of worker pods. Immutable (the layout's reduction units depend on it).
     #[schemars(range(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("workers is immutable once the job exists"))]
     pub workers: u32,
     /// k: any targetWorkers workers together hold every block, so each step waits for the fastest
-    /// k and the job tolerates workers - targetWorkers stragglers or failures.
+    /// k and the job tolerates workers - targetWorkers stragglers or failures. Immutable.
     #[schemars(range(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("targetWorkers is immutable once the job exists"))]
     pub target_workers: u32,
     /// The model to train. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("model is immutable once the job exists"))]

@@ -15,6 +15,8 @@ pub enum WorkerPod {
     /// Exists but is not ready yet.
     Starting,
     Ready,
+    /// Exited successfully: a worker or server does that only once training is over.
+    Exited,
 }
 
 /// The outcome of one healing pass.
@@ -42,7 +44,7 @@ pub fn heal(layout: &Layout, pods: &[WorkerPod], created: bool) -> Healing {
             |&w| match pods.get(w as usize).copied().unwrap_or(WorkerPod::Missing) {
                 WorkerPod::Failed => true,
                 WorkerPod::Missing => created,
-                WorkerPod::Starting | WorkerPod::Ready => false,
+                WorkerPod::Starting | WorkerPod::Ready | WorkerPod::Exited => false,
             },
         )
         .collect();
@@ -98,6 +100,13 @@ mod tests {
         let h = heal(&layout(), &[Ready; 8], true);
         assert_eq!(h.layout, layout());
         assert!(h.lost.is_empty() && h.joined.is_empty());
+    }
+
+    #[test]
+    fn workers_that_exited_after_training_are_not_lost() {
+        let h = heal(&layout(), &[Exited; 8], true);
+        assert!(h.lost.is_empty() && !h.coverage_lost);
+        assert!(live(&[Exited; 8]).is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What the job's pods and their nodes look like. The classification is pure (`classify`,
 //! `node_lost`); `observe` only fetches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -21,6 +21,10 @@ pub struct Observed {
     pub server: WorkerPod,
     /// The soonest a NotReady node's grace runs out: look again then.
     pub recheck: Option<Duration>,
+    /// Names of the job's pods that exist (terminating ones included).
+    pub existing: BTreeSet<String>,
+    /// How many of them are terminating.
+    pub terminating: usize,
 }
 
 /// The state of a node, as far as its pods' fate goes.
@@ -56,9 +60,10 @@ pub fn classify(pod: &Pod, node_lost: bool) -> WorkerPod {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if pod.metadata.deletion_timestamp.is_some() {
         WorkerPod::Missing
-    } else if phase == Some("Failed") || phase == Some("Succeeded") || node_lost {
-        // A worker or server exits only when training ends; before that an exit is a loss.
+    } else if phase == Some("Failed") || node_lost {
         WorkerPod::Failed
+    } else if phase == Some("Succeeded") {
+        WorkerPod::Exited
     } else if is_ready(pod) {
         WorkerPod::Ready
     } else {
@@ -121,6 +126,12 @@ pub async fn observe(
         workers: vec![WorkerPod::Missing; job.spec.workers as usize],
         server: WorkerPod::Missing,
         recheck: None,
+        existing: list.items.iter().map(|p| p.name_any()).collect(),
+        terminating: list
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_some())
+            .count(),
     };
     for pod in &list.items {
         let on_node = pod.spec.as_ref().and_then(|s| s.node_name.as_ref());
@@ -182,6 +193,7 @@ mod tests {
         assert_eq!(classify(&pod("Running", "True"), true), WorkerPod::Failed);
         assert_eq!(classify(&pod("Pending", "False"), false), WorkerPod::Starting);
         assert_eq!(classify(&pod("Failed", "False"), false), WorkerPod::Failed);
+        assert_eq!(classify(&pod("Succeeded", "False"), false), WorkerPod::Exited);
         let mut deleting = pod("Running", "True");
         deleting.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(0)));

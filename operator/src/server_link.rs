@@ -45,7 +45,10 @@ impl Channels {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerReport {
     pub progress: Progress,
-    /// The layout epoch was pushed in this sync (the server held an older one, or none).
+    /// The epoch of the layout the server holds now. Above the operator's own when the server
+    /// already held a newer epoch: the operator's layout was then pushed stamped above it.
+    pub epoch: u64,
+    /// A layout was pushed in this sync.
     pub pushed: bool,
     pub finished: bool,
 }
@@ -54,16 +57,24 @@ pub struct ServerReport {
 pub async fn sync(channels: &Channels, endpoint: &str, layout: &Layout) -> Result<ServerReport, LinkError> {
     let mut control = ControlClient::new(channels.get(endpoint)?);
     let mut progress = timed(control.get_progress(ProgressRequest {})).await?;
-    let pushed = progress.epoch < layout.epoch;
+    let mut wanted = layout.clone();
+    if progress.epoch > wanted.epoch {
+        // The server is ahead of the job's status (the status was lost, or the server resumed a
+        // checkpoint another job left on the same claim). The operator's layout describes the
+        // pods that exist, so it wins, stamped above the server's epoch (which the fence needs).
+        wanted.epoch = progress.epoch + 1;
+    }
+    let pushed = progress.epoch < wanted.epoch;
     if pushed {
         // The server fences by epoch: an older epoch than its own is refused (FAILED_PRECONDITION),
         // so a slow operator replica can never roll a layout back.
-        let wire = anyk_proto::layout_to_wire(layout);
+        let wire = anyk_proto::layout_to_wire(&wanted);
         timed(control.set_layout(SetLayoutRequest { layout: Some(wire) })).await?;
-        progress.epoch = layout.epoch;
+        progress.epoch = wanted.epoch;
     }
     Ok(ServerReport {
         finished: progress.finished,
+        epoch: wanted.epoch,
         pushed,
         progress: Progress {
             step: progress.step,

@@ -104,6 +104,8 @@ async fn the_apiserver_enforces_the_coverage_bound_ranges_and_immutability() {
             json!({ "model": { "builtin": "mlp", "hidden": 64 } }),
             "model is immutable",
         ),
+        (json!({ "workers": 9 }), "workers is immutable"),
+        (json!({ "replication": 4 }), "replication is immutable"),
     ];
     for (patch, text) in immutable {
         let result = jobs

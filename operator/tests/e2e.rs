@@ -47,8 +47,13 @@ async fn helm_installed_operator_heals_jobs_and_drives_a_real_server() {
     assert!(metric(&metrics, "anyk_repair_duration_seconds_count") >= 3.0);
     // Test 5: a restarted operator creates no duplicate pods and keeps the layout epoch; deleting
     // the job removes its pods (owner references and the garbage collector).
+    let jobs: Api<TrainingJob> = Api::namespaced(client.clone(), &jobs_ns.name);
+    let before = jobs.get("digits").await.unwrap().status.unwrap();
+    let restarted_at = k8s_openapi::jiff::Timestamp::now();
     operator.start();
-    a_restart_changes_nothing_and_deletion_collects_the_pods(&client, &jobs_ns.name).await;
+    operator.wait_for_passes(5).await;
+    a_restart_changes_nothing_and_deletion_collects_the_pods(&client, &jobs_ns.name, before, restarted_at)
+        .await;
     operator.uninstall();
     jobs_ns.cleanup().await;
     system_ns.cleanup().await;
@@ -188,13 +193,15 @@ async fn the_example_job_heals(client: &Client, ns: &str) {
     assert_eq!(resumed.workers.failed, 1, "a resume is not a loss");
 }
 
-async fn a_restart_changes_nothing_and_deletion_collects_the_pods(client: &Client, ns: &str) {
+async fn a_restart_changes_nothing_and_deletion_collects_the_pods(
+    client: &Client,
+    ns: &str,
+    before: TrainingJobStatus,
+    restarted_at: k8s_openapi::jiff::Timestamp,
+) {
     let jobs: Api<TrainingJob> = Api::namespaced(client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let selector = format!("{JOB_LABEL}=digits");
-    let before = jobs.get("digits").await.unwrap().status.unwrap();
-    // Give the new operator time for several passes over every job.
-    tokio::time::sleep(Duration::from_secs(5)).await;
     let after = jobs.get("digits").await.unwrap().status.unwrap();
     assert_eq!(
         after.layout_epoch, before.layout_epoch,
@@ -205,7 +212,14 @@ async fn a_restart_changes_nothing_and_deletion_collects_the_pods(client: &Clien
         "a restart loses nobody"
     );
     let listed = pods.list(&ListParams::default().labels(&selector)).await.unwrap();
-    assert_eq!(listed.items.len(), 9, "no duplicate pods after a restart");
+    assert_eq!(listed.items.len(), 9, "no pod lost or added after a restart");
+    let recreated = listed.items.iter().filter(|p| {
+        p.metadata
+            .creation_timestamp
+            .as_ref()
+            .is_none_or(|t| t.0 > restarted_at)
+    });
+    assert_eq!(recreated.count(), 0, "the restarted operator replaced no pod");
     jobs.delete("digits", &DeleteParams::foreground()).await.unwrap();
     eventually("the job's pods garbage-collected", MINUTE, || async {
         let left = pods.list(&ListParams::default().labels(&selector)).await.ok()?;
@@ -320,7 +334,8 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "anyk data split");
-    let steps = 200;
+    // Enough steps that the repair below lands mid-training.
+    let steps = 1000;
     let server = Process::start(
         "anyk-server",
         Command::new(sibling("anyk-server")).args([
@@ -364,16 +379,6 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
             .is_some_and(|p| p.server_layout_epoch == 1 && p.total_steps == steps)
     })
     .await;
-    // Worker 3's pod fails: the repaired layout reaches the server (the epoch comes from it).
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    fail_pod(&pods, "live-worker-3").await;
-    wait_status(
-        &jobs,
-        "live",
-        "the repaired layout (epoch 2, or already 3 with the replacement) pushed to the server",
-        |s| s.progress.as_ref().is_some_and(|p| p.server_layout_epoch >= 2),
-    )
-    .await;
     let workers: Vec<Process> = (0..4)
         .map(|w| {
             Process::start(
@@ -405,6 +410,22 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
     })
     .await;
     println!("e2e: progress in status: {:?}", training.progress.unwrap());
+    // Mid-training, worker 3's pod fails: the repaired layout reaches the server (the epoch in
+    // status comes from the server) and the real workers train on through the change.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    fail_pod(&pods, "live-worker-3").await;
+    let repaired = wait_status(
+        &jobs,
+        "live",
+        "the repaired layout (epoch 2, or already 3 with the replacement) pushed to the server",
+        |s| s.progress.as_ref().is_some_and(|p| p.server_layout_epoch >= 2),
+    )
+    .await;
+    let at_repair = repaired.progress.unwrap().step;
+    assert!(
+        at_repair < steps,
+        "the repair must land mid-training (step {at_repair} of {steps})"
+    );
     let done = wait_status(&jobs, "live", "the job succeeded", |s| {
         s.phase.as_deref() == Some("Succeeded")
     })
@@ -493,17 +514,31 @@ impl Operator {
         ));
     }
 
+    /// Waits until the (re)started operator has made `n` reconcile passes.
+    async fn wait_for_passes(&self, n: u64) {
+        eventually("the operator reconciling", MINUTE, || async {
+            let text = self.try_metrics()?;
+            (metric(&text, "anyk_reconciles_total") >= n as f64).then_some(())
+        })
+        .await;
+    }
+
     fn metrics(&self) -> String {
-        use std::io::{Read, Write};
-        let mut stream =
-            std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("metrics endpoint");
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).unwrap();
+        let text = self.try_metrics().expect("the metrics endpoint answers");
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
         text
+    }
+
+    /// `GET /metrics`, or None while the operator is not listening yet.
+    fn try_metrics(&self) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        Some(text)
     }
 
     fn uninstall(mut self) {
