@@ -334,8 +334,8 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "anyk data split");
-    // Enough steps that the repair below lands mid-training.
-    let steps = 1000;
+    // Enough steps that the repair below lands mid-training (about 150 steps/s here).
+    let steps = 1500;
     let server = Process::start(
         "anyk-server",
         Command::new(sibling("anyk-server")).args([
@@ -403,13 +403,23 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
             )
         })
         .collect();
-    let training = wait_status(&jobs, "live", "training progress in status", |s| {
-        s.progress
-            .as_ref()
-            .is_some_and(|p| p.step > 0 && p.loss.is_some_and(|l| l > 0.0))
+    // Asked directly (status is refreshed every few seconds; this job may take only a few).
+    let mut control = anyk_proto::v1::control_client::ControlClient::new(
+        anyk_proto::transport::channel(&endpoint).unwrap(),
+    );
+    let started = eventually("training under way on the real server", MINUTE, || {
+        let mut control = control.clone();
+        async move {
+            let p = control
+                .get_progress(anyk_proto::v1::ProgressRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            (p.step >= 20).then_some(p.step)
+        }
     })
     .await;
-    println!("e2e: progress in status: {:?}", training.progress.unwrap());
+    println!("e2e: failing worker 3's pod at server step {started}");
     // Mid-training, worker 3's pod fails: the repaired layout reaches the server (the epoch in
     // status comes from the server) and the real workers train on through the change.
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
@@ -426,6 +436,12 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
         at_repair < steps,
         "the repair must land mid-training (step {at_repair} of {steps})"
     );
+    let held = control
+        .get_progress(anyk_proto::v1::ProgressRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(held.epoch >= 2, "the server holds the repaired layout: {held:?}");
     let done = wait_status(&jobs, "live", "the job succeeded", |s| {
         s.phase.as_deref() == Some("Succeeded")
     })
@@ -438,6 +454,16 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
     assert_eq!(progress.step, steps);
     assert!(progress.server_layout_epoch >= 2, "{progress:?}");
     assert!(done.completion_time.is_some());
+    let last = control
+        .get_progress(anyk_proto::v1::ProgressRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(last.finished && last.step == steps, "{last:?}");
+    assert!(
+        last.stragglers_skipped > 0 || last.late_gradients_dropped > 0,
+        "{last:?}"
+    );
     eventually("the finished job deleted after its TTL", MINUTE, || async {
         jobs.get_opt("live").await.ok()?.is_none().then_some(())
     })
