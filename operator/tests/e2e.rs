@@ -299,7 +299,12 @@ async fn a_not_ready_node_loses_its_workers_within_the_grace(client: &Client, ns
         &jobs,
         "spread",
         "replacements on the ready node rebalanced in",
-        |s| s.layout_epoch == Some(3) && s.workers_ready.as_deref() == Some("4/4"),
+        // Both at once (epoch 3) or one pass each (epoch 4), as their pods become ready.
+        |s| {
+            s.workers_ready.as_deref() == Some("4/4")
+                && s.layout.as_ref().is_some_and(|l| l.members.len() == 4)
+                && s.layout_epoch.is_some_and(|e| e >= 3)
+        },
     )
     .await;
     for (w, node) in worker_nodes(&pods, "spread").await {
@@ -336,30 +341,23 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
     assert!(status.success(), "anyk data split");
     // Enough steps that the repair below lands mid-training (about 150 steps/s here).
     let steps = 1500;
-    let server = Process::start(
-        "anyk-server",
-        Command::new(sibling("anyk-server")).args([
-            "--listen",
-            "127.0.0.1:0",
-            "--blocks",
-            "8",
-            "--steps",
-            &steps.to_string(),
-            "--batch",
-            "16",
-            "--seed",
-            "1",
-            "--optimizer",
-            "adam",
-            "--lr",
-            "0.01",
-        ]),
-        dir.path(),
-    );
-    let endpoint = format!(
-        "http://{}",
-        server.wait_for_line("listening on ").rsplit(' ').next().unwrap()
-    );
+    let port = free_port();
+    let checkpoints = dir.path().join("checkpoints");
+    let start_server = |name: &str| {
+        Process::start(
+            name,
+            Command::new(sibling("anyk-server"))
+                .args(["--listen", &format!("127.0.0.1:{port}"), "--blocks", "8"])
+                .args(["--steps", &steps.to_string(), "--batch", "16", "--seed", "1"])
+                .args(["--optimizer", "adam", "--lr", "0.01", "--checkpoint-every", "50"])
+                .arg("--checkpoint-dir")
+                .arg(&checkpoints),
+            dir.path(),
+        )
+    };
+    let server = start_server("anyk-server");
+    server.wait_for_line("listening on ");
+    let endpoint = format!("http://127.0.0.1:{port}");
     let jobs: Api<TrainingJob> = Api::namespaced(client.clone(), ns);
     let mut job = job_json(
         "live",
@@ -379,30 +377,7 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
             .is_some_and(|p| p.server_layout_epoch == 1 && p.total_steps == steps)
     })
     .await;
-    let workers: Vec<Process> = (0..4)
-        .map(|w| {
-            Process::start(
-                &format!("anyk-worker-{w}"),
-                Command::new(sibling("anyk-worker"))
-                    .args([
-                        "train",
-                        "--server",
-                        &endpoint,
-                        "--worker",
-                        &w.to_string(),
-                        "--model",
-                        "mlp",
-                        "--hidden",
-                        "32",
-                        "--device",
-                        "cpu",
-                        "--data",
-                    ])
-                    .arg(&data),
-                dir.path(),
-            )
-        })
-        .collect();
+    let workers = start_workers(&endpoint, &data, dir.path(), "");
     // Asked directly (status is refreshed every few seconds; this job may take only a few).
     let mut control = anyk_proto::v1::control_client::ControlClient::new(
         anyk_proto::transport::channel(&endpoint).unwrap(),
@@ -442,6 +417,28 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
         .unwrap()
         .into_inner();
     assert!(held.epoch >= 2, "the server holds the repaired layout: {held:?}");
+
+    // The server process dies (SIGKILL: no final checkpoint) and comes back on the same address: it
+    // resumes from its newest periodic checkpoint, the workers join it again, and the operator
+    // pushes the layout to it if the checkpoint's is older.
+    drop(server);
+    let server = start_server("anyk-server-restarted");
+    let resumed = server.wait_for_line("resuming from checkpoint");
+    println!("e2e: server restarted: {resumed}");
+    eventually("the restarted server holding the job's layout", MINUTE, || {
+        let mut control = control.clone();
+        let jobs = jobs.clone();
+        async move {
+            let held = control
+                .get_progress(anyk_proto::v1::ProgressRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            let epoch = jobs.get("live").await.ok()?.status?.layout_epoch?;
+            (held.epoch == epoch).then_some(())
+        }
+    })
+    .await;
     let done = wait_status(&jobs, "live", "the job succeeded", |s| {
         s.phase.as_deref() == Some("Succeeded")
     })
@@ -460,6 +457,12 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
         .unwrap()
         .into_inner();
     assert!(last.finished && last.step == steps, "{last:?}");
+    // Nothing was lost: a run without any fault ends with the very same parameters.
+    let clean = train_undisturbed(&data, dir.path(), steps).await;
+    assert_eq!(
+        last.param_sha256, clean,
+        "a failed worker and a killed server change no bit"
+    );
     assert!(
         last.stragglers_skipped > 0 || last.late_gradients_dropped > 0,
         "{last:?}"
@@ -470,6 +473,59 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
     .await;
     drop(workers);
     drop(server);
+}
+
+/// Four real workers against the server at `endpoint`.
+fn start_workers(endpoint: &str, data: &Path, dir: &Path, tag: &str) -> Vec<Process> {
+    (0..4)
+        .map(|w| {
+            Process::start(
+                &format!("anyk-worker{tag}-{w}"),
+                Command::new(sibling("anyk-worker"))
+                    .args(["train", "--server", endpoint, "--worker", &w.to_string()])
+                    .args(["--model", "mlp", "--hidden", "32", "--device", "cpu", "--data"])
+                    .arg(data),
+                dir,
+            )
+        })
+        .collect()
+}
+
+/// The same job with no operator and no fault (the layout pushed by hand): its final parameter
+/// digest.
+async fn train_undisturbed(data: &Path, dir: &Path, steps: u64) -> String {
+    let port = free_port();
+    let server = Process::start(
+        "anyk-server-clean",
+        Command::new(sibling("anyk-server"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--blocks", "8"])
+            .args(["--steps", &steps.to_string(), "--batch", "16", "--seed", "1"])
+            .args(["--optimizer", "adam", "--lr", "0.01"]),
+        dir,
+    );
+    server.wait_for_line("listening on ");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut control = anyk_proto::v1::control_client::ControlClient::new(
+        anyk_proto::transport::channel(&endpoint).unwrap(),
+    );
+    let layout = anyk_proto::layout_to_wire(&anyk_core::plan(8, 2, 4, 3).unwrap());
+    control
+        .set_layout(anyk_proto::v1::SetLayoutRequest { layout: Some(layout) })
+        .await
+        .unwrap();
+    let _workers = start_workers(&endpoint, data, dir, "-clean");
+    eventually("the undisturbed run finished", 2 * MINUTE, || {
+        let mut control = control.clone();
+        async move {
+            let p = control
+                .get_progress(anyk_proto::v1::ProgressRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            p.finished.then_some(p.param_sha256)
+        }
+    })
+    .await
 }
 
 /// The operator process, run with the chart's service account token.

@@ -6,7 +6,7 @@ use anyk_core::checkpoint::Checkpoint;
 use anyk_worker::data::{Samples, manifest};
 use anyk_worker::evaluate::accuracy;
 use anyk_worker::model::{Model, ModelSpec};
-use anyk_worker::run::{WorkerConfig, run};
+use anyk_worker::run::{WorkerConfig, run_rejoining};
 use anyk_worker::straggle::Straggle;
 use clap::{Args, Parser, Subcommand};
 use tch::Device;
@@ -57,6 +57,9 @@ struct TrainArgs {
     /// Slow this worker down by a factor (sleeping, for demos and benchmarks).
     #[arg(long, env = "ANYK_STRAGGLE", default_value_t = 1.0)]
     straggle: f64,
+    /// When the server goes away (a replaced server pod), keep joining again for this long.
+    #[arg(long, env = "ANYK_REJOIN_SECONDS", default_value_t = 120)]
+    rejoin_seconds: u64,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -117,7 +120,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .worker_threads(1)
                 .enable_all()
                 .build()?;
-            let stats = runtime.block_on(run(config))?;
+            let window = std::time::Duration::from_secs(args.rejoin_seconds);
+            let stats = runtime.block_on(run_rejoining(&config, window))?;
             tracing::info!(?stats, "worker done");
         }
         Command::Evaluate(args) => {

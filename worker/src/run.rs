@@ -64,7 +64,49 @@ struct Step {
     params: Vec<f32>,
 }
 
-pub async fn run(config: WorkerConfig) -> Result<RunStats, RunError> {
+impl RunError {
+    /// The server went away (its pod was replaced, or it restarted): joining again may work.
+    pub fn server_gone(&self) -> bool {
+        let gone = |status: &Status| {
+            matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+            )
+        };
+        match self {
+            RunError::Connect(_) | RunError::StreamEnded => true,
+            RunError::Stream(status) | RunError::Refused { source: status, .. } => gone(status),
+            RunError::Data(_) | RunError::Model(_) | RunError::ModelMismatch { .. } => false,
+        }
+    }
+}
+
+/// [`run`], joining again while the server is gone, for up to `window` at a time: a replaced
+/// server pod (which resumes from its checkpoint) then costs the workers a rejoin, not a restart.
+pub async fn run_rejoining(config: &WorkerConfig, window: Duration) -> Result<RunStats, RunError> {
+    let mut gone_since: Option<Instant> = None;
+    loop {
+        let attempt = Instant::now();
+        match run(config).await {
+            Ok(stats) => return Ok(stats),
+            Err(err) if err.server_gone() => {
+                if attempt.elapsed() > Duration::from_secs(5) {
+                    // That attempt got going: a new outage starts now.
+                    gone_since = None;
+                }
+                let since = *gone_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= window {
+                    return Err(err);
+                }
+                tracing::warn!(%err, "parameter server gone; joining again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+pub async fn run(config: &WorkerConfig) -> Result<RunStats, RunError> {
     let channel = anyk_proto::transport::channel(&config.server)?;
     let mut client = TrainingClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -94,7 +136,7 @@ pub async fn run(config: WorkerConfig) -> Result<RunStats, RunError> {
     }
     let mut events = subscribe(&mut client, config.worker).await?;
     let mut worker = Worker {
-        config: &config,
+        config,
         settings,
         client,
         cache: BlockCache::default(),
