@@ -385,11 +385,7 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
     let started = eventually("training under way on the real server", MINUTE, || {
         let mut control = control.clone();
         async move {
-            let p = control
-                .get_progress(anyk_proto::v1::ProgressRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let p = server_progress(&mut control).await?;
             (p.step >= 20).then_some(p.step)
         }
     })
@@ -411,11 +407,7 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
         at_repair < steps,
         "the repair must land mid-training (step {at_repair} of {steps})"
     );
-    let held = control
-        .get_progress(anyk_proto::v1::ProgressRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let held = server_progress(&mut control).await.expect("the server answers");
     assert!(held.epoch >= 2, "the server holds the repaired layout: {held:?}");
 
     // The server process dies (SIGKILL: no final checkpoint) and comes back on the same address: it
@@ -429,11 +421,7 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
         let mut control = control.clone();
         let jobs = jobs.clone();
         async move {
-            let held = control
-                .get_progress(anyk_proto::v1::ProgressRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let held = server_progress(&mut control).await?;
             let epoch = jobs.get("live").await.ok()?.status?.layout_epoch?;
             (held.epoch == epoch).then_some(())
         }
@@ -451,11 +439,7 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
     assert_eq!(progress.step, steps);
     assert!(progress.server_layout_epoch >= 2, "{progress:?}");
     assert!(done.completion_time.is_some());
-    let last = control
-        .get_progress(anyk_proto::v1::ProgressRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let last = server_progress(&mut control).await.expect("the server answers");
     assert!(last.finished && last.step == steps, "{last:?}");
     // Nothing was lost: a run without any fault ends with the very same parameters.
     let clean = train_undisturbed(&data, dir.path(), steps).await;
@@ -474,6 +458,17 @@ async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
     drop(workers);
     drop(server);
 }
+
+/// The server's progress, or None while it does not answer.
+async fn server_progress(control: &mut Control) -> Option<anyk_proto::v1::Progress> {
+    let answer = control
+        .get_progress(anyk_proto::v1::ProgressRequest {})
+        .await
+        .ok()?;
+    Some(answer.into_inner())
+}
+
+type Control = anyk_proto::v1::control_client::ControlClient<tonic::transport::Channel>;
 
 /// Four real workers against the server at `endpoint`.
 fn start_workers(endpoint: &str, data: &Path, dir: &Path, tag: &str) -> Vec<Process> {
@@ -517,11 +512,7 @@ async fn train_undisturbed(data: &Path, dir: &Path, steps: u64) -> String {
     eventually("the undisturbed run finished", 2 * MINUTE, || {
         let mut control = control.clone();
         async move {
-            let p = control
-                .get_progress(anyk_proto::v1::ProgressRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let p = server_progress(&mut control).await?;
             p.finished.then_some(p.param_sha256)
         }
     })
