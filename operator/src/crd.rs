@@ -1,6 +1,7 @@
 //! The TrainingJob resource: what users `kubectl apply`. Validation lives on the types, so the
 //! apiserver itself rejects a job whose coverage bound cannot hold.
 
+use anyk_core::OptimizerKind;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
     kind = "TrainingJob",
     namespaced,
     shortname = "tj",
+    doc = "A straggler-proof, self-healing training job: a data set in m blocks, r copies of each block on n workers so that any k of them hold every block, and a parameter server that aggregates each step as soon as the gradients it has cover every block.",
     status = "TrainingJobStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Workers","type":"string","jsonPath":".status.workersReady"}"#,
@@ -127,8 +129,7 @@ pub struct Training {
     #[schemars(range(min = 1, max = 1048576))]
     pub batch: u32,
     /// `adam` or `sgd` (with momentum).
-    #[x_kube(validation = Rule::new("self == 'adam' || self == 'sgd'").message("optimizer must be adam or sgd"))]
-    pub optimizer: String,
+    pub optimizer: OptimizerKind,
     /// Learning rate.
     #[x_kube(validation = Rule::new("self > 0.0").message("learningRate must be positive"))]
     pub learning_rate: f64,
@@ -150,7 +151,7 @@ impl Default for Training {
         Self {
             steps: 1000,
             batch: 32,
-            optimizer: "adam".into(),
+            optimizer: OptimizerKind::Adam,
             learning_rate: 0.01,
             momentum: 0.9,
             seed: 1,
@@ -182,7 +183,7 @@ pub struct PodOverrides {
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingJobStatus {
-    /// Pending, Running, Degraded, Suspended, Succeeded or Failed.
+    /// Pending, Running, Degraded, CoverageLost, Suspended, Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// Ready, Progressing, CoverageDegraded, CoverageLost, Succeeded, Failed and Suspended.
@@ -283,7 +284,7 @@ pub struct Repair {
     pub lost_workers: Vec<u32>,
     /// Block copies that moved.
     pub moved_blocks: u32,
-    /// When the repair was pushed (RFC 3339).
+    /// When the operator wrote the repair to status, before acting on it (RFC 3339).
     pub time: String,
 }
 

@@ -1,13 +1,15 @@
-//! anyk's Kubernetes operator: the TrainingJob resource (`crd`), the desired objects of a job
-//! (`build`, pure), what its pods look like (`observe`), self-healing decisions (`heal`, pure),
-//! its status (`status`, pure), the link to its parameter server (`server_link`), the reconcile
-//! (`controller`) and the operator's metrics.
+//! anyk's Kubernetes operator: the TrainingJob resource (`crd`), the objects a job owns
+//! (`children`, pure), what its pods look like (`observe`, pure), its status (`status`, pure), the
+//! reconcile as read -> decide (pure) -> apply -> ask the server (`reconcile`), the link to the
+//! parameter server (`server_link`), the controller wiring (`controller`), the operator's
+//! settings and metrics. The healing policy itself is in `anyk_core::heal`.
 
-pub mod build;
+pub mod children;
 pub mod controller;
 pub mod crd;
-pub mod heal;
 pub mod metrics;
 pub mod observe;
+pub mod reconcile;
 pub mod server_link;
+pub mod settings;
 pub mod status;

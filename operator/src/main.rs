@@ -4,9 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyk_operator::build::Images;
-use anyk_operator::controller::Settings;
 use anyk_operator::metrics::{self, Metrics};
+use anyk_operator::settings::{
+    DEFAULT_NETWORK_POLICIES, DEFAULT_NODE_GRACE_SECONDS, DEFAULT_SERVER_IMAGE, DEFAULT_WORKER_IMAGE, Images,
+    Settings,
+};
 use clap::Parser;
 
 /// The anyk Kubernetes operator.
@@ -14,18 +16,10 @@ use clap::Parser;
 #[command(version)]
 struct Args {
     /// Image of the parameter-server pods (a job's spec.server.image overrides it).
-    #[arg(
-        long,
-        env = "ANYK_SERVER_IMAGE",
-        default_value = "ghcr.io/anyk-dev/anyk-server:0.1.0"
-    )]
+    #[arg(long, env = "ANYK_SERVER_IMAGE", default_value = DEFAULT_SERVER_IMAGE)]
     server_image: String,
     /// Image of the worker pods (a job's spec.worker.image overrides it).
-    #[arg(
-        long,
-        env = "ANYK_WORKER_IMAGE",
-        default_value = "ghcr.io/anyk-dev/anyk-worker:0.1.0"
-    )]
+    #[arg(long, env = "ANYK_WORKER_IMAGE", default_value = DEFAULT_WORKER_IMAGE)]
     worker_image: String,
     /// Watch only these namespaces (comma-separated; default: all).
     #[arg(long, env = "ANYK_WATCH_NAMESPACES", value_delimiter = ',')]
@@ -34,10 +28,10 @@ struct Args {
     #[arg(long, env = "ANYK_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
     /// Seconds a worker's node may be NotReady before its pods count as lost.
-    #[arg(long, env = "ANYK_NODE_GRACE_SECONDS", default_value_t = 30)]
+    #[arg(long, env = "ANYK_NODE_GRACE_SECONDS", default_value_t = DEFAULT_NODE_GRACE_SECONDS)]
     node_grace_seconds: u64,
     /// Create one NetworkPolicy per job that lets only its workers and the operator reach its server.
-    #[arg(long, env = "ANYK_NETWORK_POLICIES", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "ANYK_NETWORK_POLICIES", default_value_t = DEFAULT_NETWORK_POLICIES, action = clap::ArgAction::Set)]
     network_policies: bool,
     /// The namespace the operator runs in (the chart sets it from the downward API).
     #[arg(long, env = "ANYK_OPERATOR_NAMESPACE")]

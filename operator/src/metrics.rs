@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,7 +36,12 @@ impl Metrics {
     }
 
     pub fn failed(&self, kind: &'static str) {
-        *self.errors.lock().expect("metrics lock").entry(kind).or_default() += 1;
+        *self
+            .errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(kind)
+            .or_default() += 1;
     }
 
     /// A repair of `lost` workers, `latency` from the pass that saw the loss to the repaired
@@ -45,7 +50,7 @@ impl Metrics {
         self.repairs.fetch_add(1, Ordering::Relaxed);
         self.workers_lost.fetch_add(lost as u64, Ordering::Relaxed);
         let secs = latency.as_secs_f64();
-        let mut h = self.latency.lock().expect("metrics lock");
+        let mut h = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
         for (bound, count) in LATENCY_BUCKETS.iter().zip(h.counts.iter_mut()) {
             if secs <= *bound {
                 *count += 1;
@@ -75,7 +80,7 @@ impl Metrics {
             out,
             "# HELP anyk_reconcile_errors_total Failed reconcile passes by kind.\n# TYPE anyk_reconcile_errors_total counter"
         );
-        for (kind, n) in self.errors.lock().expect("metrics lock").iter() {
+        for (kind, n) in self.errors.lock().unwrap_or_else(PoisonError::into_inner).iter() {
             let _ = writeln!(out, "anyk_reconcile_errors_total{{kind=\"{kind}\"}} {n}");
         }
         counter(
@@ -96,7 +101,7 @@ impl Metrics {
             "Parameter-server pods replaced.",
             self.server_restarts.load(Ordering::Relaxed),
         );
-        let h = self.latency.lock().expect("metrics lock");
+        let h = self.latency.lock().unwrap_or_else(PoisonError::into_inner);
         let name = "anyk_repair_duration_seconds";
         let _ = writeln!(
             out,

@@ -1,30 +1,29 @@
-//! What the job's pods and their nodes look like. The classification is pure (`classify`,
-//! `node_lost`); `observe` only fetches.
+//! What the job's pods and their nodes look like, pure: `observe` classifies pods that the read
+//! step fetched (`classify`, `node_lost`) at the time it passes in; nothing here fetches or reads
+//! the clock.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use anyk_core::heal::WorkerState;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::ListParams;
-use kube::{Api, Client, ResourceExt};
+use kube::ResourceExt;
 
-use crate::build::{JOB_LABEL, ROLE_LABEL, WORKER_LABEL};
-use crate::crd::TrainingJob;
-use crate::heal::WorkerPod;
+use crate::children::{ROLE_LABEL, WORKER_LABEL};
 
 /// The job's pods as the reconcile saw them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observed {
     /// `workers[w]`: worker w's pod.
-    pub workers: Vec<WorkerPod>,
-    pub server: WorkerPod,
+    pub workers: Vec<WorkerState>,
+    pub server: WorkerState,
     /// The soonest a NotReady node's grace runs out: look again then.
     pub recheck: Option<Duration>,
     /// Names of the job's pods that exist (terminating ones included).
     pub existing: BTreeSet<String>,
-    /// How many of them are terminating.
-    pub terminating: usize,
+    /// Names of those that are terminating.
+    pub terminating: BTreeSet<String>,
 }
 
 /// The state of a node, as far as its pods' fate goes.
@@ -56,18 +55,18 @@ pub fn node_lost(health: NodeHealth, now: Timestamp, grace: Duration) -> Result<
 }
 
 /// One pod's state; `node_lost` is the verdict on its node.
-pub fn classify(pod: &Pod, node_lost: bool) -> WorkerPod {
+pub fn classify(pod: &Pod, node_lost: bool) -> WorkerState {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if pod.metadata.deletion_timestamp.is_some() {
-        WorkerPod::Missing
+        WorkerState::Missing
     } else if phase == Some("Failed") || node_lost {
-        WorkerPod::Failed
+        WorkerState::Failed
     } else if phase == Some("Succeeded") {
-        WorkerPod::Exited
+        WorkerState::Exited
     } else if is_ready(pod) {
-        WorkerPod::Ready
+        WorkerState::Ready
     } else {
-        WorkerPod::Starting
+        WorkerState::Starting
     }
 }
 
@@ -79,7 +78,9 @@ fn is_ready(pod: &Pod) -> bool {
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-pub fn node_health(node: Option<&Node>) -> NodeHealth {
+/// A node's health from its Ready condition; a NotReady condition without a transition time
+/// counts from `now`.
+pub fn node_health(node: Option<&Node>, now: Timestamp) -> NodeHealth {
     let Some(node) = node else { return NodeHealth::Gone };
     let ready = node
         .status
@@ -88,54 +89,38 @@ pub fn node_health(node: Option<&Node>) -> NodeHealth {
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
     match ready {
         Some(c) if c.status == "True" => NodeHealth::Ready,
-        Some(c) => NodeHealth::NotReadySince(
-            c.last_transition_time
-                .as_ref()
-                .map_or_else(Timestamp::now, |t| t.0),
-        ),
+        Some(c) => NodeHealth::NotReadySince(c.last_transition_time.as_ref().map_or(now, |t| t.0)),
         // A node that never reported is not yet a loss.
         None => NodeHealth::Ready,
     }
 }
 
-/// Lists the job's pods and reads the nodes they run on.
-pub async fn observe(
-    job: &TrainingJob,
-    ns: &str,
-    client: &Client,
+/// Classifies the job's pods (listed by its label) given the health of the nodes they run on, at
+/// `now`: which worker ids and which server pod are in which state, and when a NotReady node's
+/// grace runs out.
+pub fn observe(
+    workers: u32,
+    pods: &[Pod],
+    nodes: &BTreeMap<String, NodeHealth>,
+    now: Timestamp,
     grace: Duration,
-) -> Result<Observed, kube::Error> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("{JOB_LABEL}={}", job.name_any())))
-        .await?;
-    let nodes: Api<Node> = Api::all(client.clone());
-    let mut health: BTreeMap<String, NodeHealth> = BTreeMap::new();
-    for name in list
-        .items
-        .iter()
-        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
-    {
-        if let std::collections::btree_map::Entry::Vacant(slot) = health.entry(name) {
-            let node = nodes.get_opt(slot.key()).await?;
-            slot.insert(node_health(node.as_ref()));
-        }
-    }
-    let now = Timestamp::now();
+) -> Observed {
     let mut observed = Observed {
-        workers: vec![WorkerPod::Missing; job.spec.workers as usize],
-        server: WorkerPod::Missing,
+        workers: vec![WorkerState::Missing; workers as usize],
+        server: WorkerState::Missing,
         recheck: None,
-        existing: list.items.iter().map(|p| p.name_any()).collect(),
-        terminating: list
-            .items
+        existing: pods.iter().map(ResourceExt::name_any).collect(),
+        terminating: pods
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_some())
-            .count(),
+            .map(ResourceExt::name_any)
+            .collect(),
     };
-    for pod in &list.items {
+    for pod in pods {
         let on_node = pod.spec.as_ref().and_then(|s| s.node_name.as_ref());
-        let lost = match on_node.map(|n| node_lost(health[n], now, grace)) {
+        // A node missing from `nodes` was not read: treat it as healthy rather than lost.
+        let health = on_node.map(|n| nodes.get(n).copied().unwrap_or(NodeHealth::Ready));
+        let lost = match health.map(|h| node_lost(h, now, grace)) {
             Some(Ok(lost)) => lost,
             Some(Err(wait)) => {
                 observed.recheck = Some(observed.recheck.map_or(wait, |r| r.min(wait)));
@@ -159,7 +144,7 @@ pub async fn observe(
             _ => {}
         }
     }
-    Ok(observed)
+    observed
 }
 
 #[cfg(test)]
@@ -189,15 +174,15 @@ mod tests {
             }))
             .unwrap()
         };
-        assert_eq!(classify(&pod("Running", "True"), false), WorkerPod::Ready);
-        assert_eq!(classify(&pod("Running", "True"), true), WorkerPod::Failed);
-        assert_eq!(classify(&pod("Pending", "False"), false), WorkerPod::Starting);
-        assert_eq!(classify(&pod("Failed", "False"), false), WorkerPod::Failed);
-        assert_eq!(classify(&pod("Succeeded", "False"), false), WorkerPod::Exited);
+        assert_eq!(classify(&pod("Running", "True"), false), WorkerState::Ready);
+        assert_eq!(classify(&pod("Running", "True"), true), WorkerState::Failed);
+        assert_eq!(classify(&pod("Pending", "False"), false), WorkerState::Starting);
+        assert_eq!(classify(&pod("Failed", "False"), false), WorkerState::Failed);
+        assert_eq!(classify(&pod("Succeeded", "False"), false), WorkerState::Exited);
         let mut deleting = pod("Running", "True");
         deleting.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(0)));
-        assert_eq!(classify(&deleting, false), WorkerPod::Missing);
+        assert_eq!(classify(&deleting, false), WorkerState::Missing);
     }
 
     #[test]
@@ -209,11 +194,11 @@ mod tests {
             }))
             .unwrap()
         };
-        assert_eq!(node_health(Some(&node("True"))), NodeHealth::Ready);
+        assert_eq!(node_health(Some(&node("True")), at(0)), NodeHealth::Ready);
         assert!(matches!(
-            node_health(Some(&node("Unknown"))),
+            node_health(Some(&node("Unknown")), at(0)),
             NodeHealth::NotReadySince(_)
         ));
-        assert_eq!(node_health(None), NodeHealth::Gone);
+        assert_eq!(node_health(None, at(0)), NodeHealth::Gone);
     }
 }

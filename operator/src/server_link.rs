@@ -2,7 +2,7 @@
 //! server holds an older one, and read its progress for the job's status.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use anyk_core::Layout;
@@ -18,9 +18,9 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 pub enum LinkError {
     #[error("server endpoint {0:?} is not a valid URL")]
     Endpoint(String),
-    #[error("server unreachable or failed: {0}")]
+    #[error("failed to call the server")]
     Call(#[from] tonic::Status),
-    #[error("server did not answer within {0:?}")]
+    #[error("the server did not answer within {0:?}")]
     Timeout(Duration),
 }
 
@@ -30,7 +30,7 @@ pub struct Channels(Mutex<HashMap<String, Channel>>);
 
 impl Channels {
     fn get(&self, endpoint: &str) -> Result<Channel, LinkError> {
-        let mut channels = self.0.lock().expect("channel map lock");
+        let mut channels = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(channel) = channels.get(endpoint) {
             return Ok(channel.clone());
         }
@@ -96,4 +96,16 @@ async fn timed<T>(
         Ok(answer) => Ok(answer?.into_inner()),
         Err(_) => Err(LinkError::Timeout(CALL_TIMEOUT)),
     }
+}
+
+/// An error and its causes, one after the other ("a: b: c"), for a status message.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

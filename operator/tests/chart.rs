@@ -2,6 +2,9 @@
 //! (kubernetes-validate), with its RBAC, environment and security settings asserted
 //! (`hack/chart-check` does the work; it exits non-zero and says why on any failure).
 
+// A failed unwrap in a test is a failed test with a line number.
+#![allow(clippy::unwrap_used)]
+
 #[test]
 fn the_chart_lints_renders_and_validates_offline() {
     let out = std::process::Command::new(anyk_testkit::repo_root().join("hack/chart-check"))

@@ -1,11 +1,14 @@
 //! The built objects on a real apiserver: admitted in a namespace that enforces the "restricted"
 //! Pod Security Standard, and applied twice (an operator restart) without duplicates.
 
+// A failed unwrap in a test is a failed test with a line number.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
-use anyk_operator::build::{self, FIELD_MANAGER, Images, JOB_LABEL};
+use anyk_operator::children::{self, FIELD_MANAGER, Images, JOB_LABEL};
 use anyk_operator::crd::TrainingJob;
-use anyk_testkit::TestNamespace;
+use anyk_testkit::{TestNamespace, training_job};
 use common::install_crd;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -17,18 +20,9 @@ async fn training_pods_are_admitted_under_the_restricted_standard_and_apply_idem
     let ns = TestNamespace::create("pss", &[("pod-security.kubernetes.io/enforce", "restricted")]).await;
     install_crd(ns.client.clone()).await;
     let jobs: Api<TrainingJob> = ns.api();
-    let job: TrainingJob = serde_json::from_value(json!({
-        "apiVersion": "anyk.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": { "name": "digits" },
-        "spec": {
-            "dataset": { "persistentVolumeClaim": "digits-blocks", "blocks": 24 },
-            "replication": 3, "workers": 8, "targetWorkers": 6,
-            "model": { "builtin": "mlp" },
-            "worker": { "resources": { "limits": { "nvidia.com/gpu": "1" } } }
-        }
-    }))
-    .unwrap();
+    let job: TrainingJob = training_job("digits")
+        .spec(json!({ "worker": { "resources": { "limits": { "nvidia.com/gpu": "1" } } } }))
+        .build();
     let job = jobs.create(&PostParams::default(), &job).await.unwrap();
     let images = Images {
         server: "anyk/server:test".into(),
@@ -37,18 +31,18 @@ async fn training_pods_are_admitted_under_the_restricted_standard_and_apply_idem
     let pods: Api<Pod> = ns.api();
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     for _ in 0..2 {
-        let service = build::service(&job);
+        let service = children::service(&job);
         let services: Api<Service> = ns.api();
         services
             .patch(&service.name_any(), &apply, &Patch::Apply(&service))
             .await
             .unwrap();
-        let server = build::server_pod(&job, &images);
+        let server = children::server_pod(&job, &images);
         pods.patch(&server.name_any(), &apply, &Patch::Apply(&server))
             .await
             .expect("server pod admitted");
         for w in 0..job.spec.workers {
-            let pod = build::worker_pod(&job, w, &images);
+            let pod = children::worker_pod(&job, w, &images);
             pods.patch(&pod.name_any(), &apply, &Patch::Apply(&pod))
                 .await
                 .expect("worker pod admitted");

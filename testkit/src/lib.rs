@@ -12,6 +12,10 @@ use kube::api::{DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+pub mod fixtures;
+
+pub use fixtures::{JobFixture, training_job};
+
 /// The repository root (this crate lives in `testkit/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -81,7 +85,7 @@ impl TestNamespace {
         let client = admin_client().await;
         let unique = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
+            .expect("the clock is after 1970")
             .as_nanos()
             % 1_000_000_000;
         let name = format!("anyk-{prefix}-{unique}");

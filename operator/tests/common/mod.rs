@@ -1,5 +1,8 @@
 //! Shared by the operator's cluster tests.
 
+// A failed unwrap in a test is a failed test with a line number.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use anyk_operator::crd::TrainingJob;

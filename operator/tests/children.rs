@@ -1,27 +1,26 @@
 //! The desired objects of a TrainingJob, checked without a cluster.
 
-use anyk_operator::build::{self, Images};
+// A failed unwrap in a test is a failed test with a line number.
+#![allow(clippy::unwrap_used)]
+
+use anyk_operator::children::{self, Images};
 use anyk_operator::crd::TrainingJob;
+use anyk_testkit::training_job;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::json;
 
+/// The README's example job with GPUs, a node selector and a spread key.
 fn job(spec: serde_json::Value) -> TrainingJob {
-    let mut base = json!({
-        "apiVersion": "anyk.dev/v1alpha1",
-        "kind": "TrainingJob",
-        "metadata": { "name": "digits", "namespace": "ml", "uid": "7b1c0a3e-0000-4000-8000-000000000001" },
-        "spec": {
-            "dataset": { "persistentVolumeClaim": "digits-blocks", "path": "/blocks", "blocks": 24 },
-            "replication": 3, "workers": 8, "targetWorkers": 6,
-            "model": { "builtin": "mlp", "hidden": 128 },
+    training_job("digits")
+        .namespace("ml")
+        .metadata(json!({ "uid": "7b1c0a3e-0000-4000-8000-000000000001" }))
+        .spec(json!({
+            "dataset": { "path": "/blocks" },
             "worker": { "resources": { "limits": { "nvidia.com/gpu": "1" } }, "nodeSelector": { "gpu": "h100" } },
             "topologyKey": "topology.kubernetes.io/zone"
-        }
-    });
-    if let (Some(b), Some(s)) = (base["spec"].as_object_mut(), spec.as_object()) {
-        b.extend(s.clone());
-    }
-    serde_json::from_value(base).unwrap()
+        }))
+        .spec(spec)
+        .build()
 }
 
 fn images() -> Images {
@@ -38,14 +37,14 @@ fn args(pod: &Pod) -> Vec<String> {
 #[test]
 fn names_are_deterministic_and_owned_by_the_job() {
     let job = job(json!({}));
-    let pod = build::worker_pod(&job, 3, &images());
+    let pod = children::worker_pod(&job, 3, &images());
     assert_eq!(pod.metadata.name.as_deref(), Some("digits-worker-3"));
     assert_eq!(
-        build::server_pod(&job, &images()).metadata.name.as_deref(),
+        children::server_pod(&job, &images()).metadata.name.as_deref(),
         Some("digits-server")
     );
     assert_eq!(
-        build::service(&job).metadata.name.as_deref(),
+        children::service(&job).metadata.name.as_deref(),
         Some("digits-server")
     );
     let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
@@ -54,7 +53,7 @@ fn names_are_deterministic_and_owned_by_the_job() {
         ("TrainingJob", "digits", Some(true))
     );
     assert_eq!(
-        build::worker_pod(&job, 3, &images()),
+        children::worker_pod(&job, 3, &images()),
         pod,
         "building twice gives the same object"
     );
@@ -64,8 +63,8 @@ fn names_are_deterministic_and_owned_by_the_job() {
 fn training_pods_mount_no_token_and_meet_the_restricted_standard() {
     let job = job(json!({}));
     for pod in [
-        build::server_pod(&job, &images()),
-        build::worker_pod(&job, 0, &images()),
+        children::server_pod(&job, &images()),
+        children::worker_pod(&job, 0, &images()),
     ] {
         let spec = pod.spec.unwrap();
         assert_eq!(spec.automount_service_account_token, Some(false));
@@ -81,7 +80,7 @@ fn training_pods_mount_no_token_and_meet_the_restricted_standard() {
 #[test]
 fn workers_get_their_id_data_gpu_and_spread() {
     let job = job(json!({}));
-    let pod = build::worker_pod(&job, 5, &images());
+    let pod = children::worker_pod(&job, 5, &images());
     let a = args(&pod);
     let after = |flag: &str| a[a.iter().position(|x| x == flag).unwrap() + 1].clone();
     assert_eq!(after("--worker"), "5");
@@ -106,7 +105,7 @@ fn the_server_gets_the_training_settings() {
         "steps": 500, "batch": 16, "optimizer": "sgd", "learningRate": 0.05, "momentum": 0.8,
         "seed": 9, "checkpointInterval": 25, "checkpointClaim": "ckpt"
     } }));
-    let pod = build::server_pod(&job, &images());
+    let pod = children::server_pod(&job, &images());
     let a = args(&pod).join(" ");
     for expected in [
         "--blocks 24",

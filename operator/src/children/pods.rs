@@ -1,0 +1,206 @@
+//! The parameter-server pod and the worker pods. Their command lines come from
+//! `anyk_proto::launch`, the same definition the binaries parse.
+
+use std::path::PathBuf;
+
+use anyk_proto::launch::{ModelLaunch, ServerLaunch, WorkerLaunch};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HostPathVolumeSource,
+    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
+    SecurityContext, TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{Images, Role, SERVER_PORT, labels, metadata, server_name, server_url, worker_name};
+use crate::crd::{PodOverrides, TrainingJob};
+
+/// Where the volumes are mounted in the containers.
+const CHECKPOINT_DIR: &str = "/checkpoints";
+const DATA_DIR: &str = "/data";
+/// The unprivileged user the images run as (distroless "nonroot").
+const NON_ROOT: i64 = 65532;
+
+/// The parameter-server pod.
+pub fn server_pod(job: &TrainingJob, images: &Images) -> Pod {
+    let spec = &job.spec;
+    let t = &spec.training;
+    let launch = ServerLaunch {
+        listen: ([0, 0, 0, 0], SERVER_PORT).into(),
+        steps: t.steps,
+        batch: t.batch,
+        seed: t.seed,
+        optimizer: t.optimizer,
+        // The server computes in f32; the CRD keeps the user's number as written.
+        lr: t.learning_rate as f32,
+        momentum: t.momentum as f32,
+        checkpoint_dir: Some(CHECKPOINT_DIR.into()),
+        checkpoint_every: t.checkpoint_interval,
+        ..ServerLaunch::new(spec.dataset.blocks)
+    };
+    let checkpoints = match &t.checkpoint_claim {
+        Some(claim) => claim_volume("checkpoints", claim, false),
+        None => empty_volume("checkpoints"),
+    };
+    let container = Container {
+        name: "server".into(),
+        image: Some(spec.server.image.clone().unwrap_or_else(|| images.server.clone())),
+        args: Some(launch.args()),
+        ports: Some(vec![ContainerPort {
+            name: Some("grpc".into()),
+            container_port: SERVER_PORT.into(),
+            ..ContainerPort::default()
+        }]),
+        // Ready once it listens, so the operator's first layout push finds it.
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(SERVER_PORT.into()),
+                ..TCPSocketAction::default()
+            }),
+            period_seconds: Some(2),
+            ..Probe::default()
+        }),
+        volume_mounts: Some(vec![mount("checkpoints", CHECKPOINT_DIR, false)]),
+        ..Container::default()
+    };
+    let name = server_name(job);
+    restricted_pod(job, name, Role::Server, container, checkpoints, &spec.server)
+}
+
+/// Worker pod `worker` (0..n).
+pub fn worker_pod(job: &TrainingJob, worker: u32, images: &Images) -> Pod {
+    let spec = &job.spec;
+    let on_data_volume = |path: &str| format!("{DATA_DIR}/{}", path.trim_start_matches('/'));
+    let model = match (&spec.model.builtin, &spec.model.torch_script) {
+        (_, Some(path)) => on_data_volume(path),
+        (Some(name), None) => name.clone(),
+        (None, None) => "mlp".into(),
+    };
+    let mut model_launch = ModelLaunch::new(PathBuf::from(on_data_volume(&spec.dataset.path)));
+    model_launch.model = model;
+    model_launch.hidden = spec.model.hidden.into();
+    let launch = WorkerLaunch::new(server_url(job), worker, model_launch);
+    let data = match (&spec.dataset.persistent_volume_claim, &spec.dataset.host_path) {
+        (Some(claim), _) => claim_volume("data", claim, true),
+        (None, Some(path)) => Volume {
+            name: "data".into(),
+            host_path: Some(HostPathVolumeSource {
+                path: path.clone(),
+                type_: Some("Directory".into()),
+            }),
+            ..Volume::default()
+        },
+        (None, None) => empty_volume("data"),
+    };
+    let container = Container {
+        name: "worker".into(),
+        image: Some(spec.worker.image.clone().unwrap_or_else(|| images.worker.clone())),
+        args: Some(launch.args()),
+        volume_mounts: Some(vec![mount("data", DATA_DIR, true)]),
+        ..Container::default()
+    };
+    let name = worker_name(job, worker);
+    let mut pod = restricted_pod(
+        job,
+        name,
+        Role::Worker(Some(worker)),
+        container,
+        data,
+        &spec.worker,
+    );
+    if let (Some(key), Some(pod_spec)) = (&spec.topology_key, pod.spec.as_mut()) {
+        // Spread workers over failure domains, so one domain holds as few copies of a block as can be.
+        pod_spec.topology_spread_constraints = Some(vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: key.clone(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(labels(job, Role::Worker(None))),
+                ..LabelSelector::default()
+            }),
+            ..TopologySpreadConstraint::default()
+        }]);
+    }
+    pod
+}
+
+/// A pod that satisfies the "restricted" Pod Security Standard and mounts no API token:
+/// training pods never talk to the Kubernetes API (docs/design.md, invariant 5).
+fn restricted_pod(
+    job: &TrainingJob,
+    name: String,
+    role: Role,
+    mut container: Container,
+    volume: Volume,
+    overrides: &PodOverrides,
+) -> Pod {
+    container.security_context = Some(SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Capabilities::default()
+        }),
+        seccomp_profile: Some(runtime_default()),
+        ..SecurityContext::default()
+    });
+    container.resources = overrides.resources.clone();
+    Pod {
+        metadata: metadata(job, name, role),
+        spec: Some(PodSpec {
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            // The operator replaces failed pods itself, after repairing the layout.
+            restart_policy: Some("Never".into()),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(NON_ROOT),
+                run_as_group: Some(NON_ROOT),
+                seccomp_profile: Some(runtime_default()),
+                ..PodSecurityContext::default()
+            }),
+            containers: vec![container],
+            volumes: Some(vec![volume]),
+            node_selector: overrides.node_selector.clone(),
+            tolerations: overrides.tolerations.clone(),
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..SeccompProfile::default()
+    }
+}
+
+fn claim_volume(name: &str, claim: &str, read_only: bool) -> Volume {
+    Volume {
+        name: name.into(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: claim.into(),
+            read_only: read_only.then_some(true),
+        }),
+        ..Volume::default()
+    }
+}
+
+fn empty_volume(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}

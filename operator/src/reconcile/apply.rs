@@ -1,0 +1,141 @@
+//! The apply step: carries out a pass's [`Actions`] in the order the invariants need: status
+//! first (docs/design.md, invariant 6), then Events, deletions, the children, and last the job
+//! itself when its time is up.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::Error;
+use super::decide::{Actions, Deletion};
+use crate::children::{self, FIELD_MANAGER};
+use crate::controller::Context;
+use crate::crd::{TrainingJob, TrainingJobStatus};
+
+pub async fn apply(
+    job: &TrainingJob,
+    ctx: &Context,
+    actions: &Actions,
+    started: Instant,
+) -> Result<(), Error> {
+    let ns = job.namespace().ok_or(Error::NoNamespace)?;
+    if let Some(status) = &actions.status {
+        write_status(job, ctx, &ns, status).await?;
+    }
+    if actions.repaired > 0 {
+        ctx.metrics.repaired(actions.repaired as usize, started.elapsed());
+    }
+    if actions.server_replaced {
+        ctx.metrics.server_restarted();
+    }
+    for note in &actions.notes {
+        ctx.publish(job, note).await;
+    }
+    for (pod, how) in &actions.delete_pods {
+        delete_pod(ctx, &ns, pod, *how).await?;
+    }
+    if actions.apply_children {
+        apply_children(job, ctx, &ns, &actions.create_pods).await?;
+    }
+    if actions.delete_job {
+        let jobs: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), &ns);
+        delete(&jobs, &job.name_any(), &DeleteParams::background(), "TrainingJob").await?;
+    }
+    Ok(())
+}
+
+async fn write_status(
+    job: &TrainingJob,
+    ctx: &Context,
+    ns: &str,
+    status: &TrainingJobStatus,
+) -> Result<(), Error> {
+    let jobs: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({
+        "apiVersion": TrainingJob::api_version(&()),
+        "kind": TrainingJob::kind(&()),
+        "status": status,
+    });
+    jobs.patch_status(
+        &job.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::WriteStatus)?;
+    Ok(())
+}
+
+async fn delete_pod(ctx: &Context, ns: &str, name: &str, how: Deletion) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let params = match how {
+        Deletion::Graceful => DeleteParams::default(),
+        Deletion::Now => DeleteParams::default().grace_period(0),
+    };
+    delete(&pods, name, &params, "Pod").await
+}
+
+/// Deletes an object; one that is already gone is fine.
+async fn delete<K>(api: &Api<K>, name: &str, params: &DeleteParams, kind: &'static str) -> Result<(), Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Err(source) => Err(Error::Delete {
+            kind,
+            name: name.to_string(),
+            source,
+        }),
+    }
+}
+
+/// The NetworkPolicy (when enabled) and the Service, every pass; the `absent` pods.
+async fn apply_children(
+    job: &TrainingJob,
+    ctx: &Context,
+    ns: &str,
+    absent: &BTreeSet<String>,
+) -> Result<(), Error> {
+    if ctx.settings.network_policies {
+        let policy = children::network_policy(job, ctx.settings.operator_namespace.as_deref());
+        server_side_apply::<NetworkPolicy>(ctx, ns, &policy, "NetworkPolicy").await?;
+    }
+    server_side_apply::<Service>(ctx, ns, &children::service(job), "Service").await?;
+    let images = &ctx.settings.images;
+    let wanted = std::iter::once(children::server_pod(job, images))
+        .chain((0..job.spec.workers).map(|w| children::worker_pod(job, w, images)));
+    for pod in wanted.filter(|pod| absent.contains(&pod.name_any())) {
+        server_side_apply::<Pod>(ctx, ns, &pod, "Pod").await?;
+    }
+    Ok(())
+}
+
+async fn server_side_apply<K>(ctx: &Context, ns: &str, object: &K, kind: &'static str) -> Result<(), Error>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let name = object.name_any();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(|source| Error::Apply { kind, name, source })?;
+    Ok(())
+}

@@ -1,0 +1,321 @@
+//! The decide step, pure: from what a pass read (the job, its fresh status, its pods and their
+//! nodes, the time) to what it does (the status to write, the Events, the pods to delete and to
+//! create, whether to ask the server) and when to look again. No I/O and no clock here, so every
+//! case is a unit test (`decide_tests.rs`).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyk_core::heal::{Healing, WorkerState, heal, ready_workers};
+use anyk_core::{Layout, PlanError, plan};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+pub use super::actions::{Actions, Decision, Deletion, Next, Note, Seen, Then, Training};
+use crate::children::{self, SERVER_ENDPOINT_ANNOTATION};
+use crate::crd::{LayoutState, Repair, TrainingJob, TrainingJobStatus};
+use crate::status::{self, Facts, ServerState, phase};
+
+/// Polling intervals: soon while pods are replaced, regularly for progress, slowly otherwise.
+const HURRY: Duration = Duration::from_secs(2);
+const POLL_PROGRESS: Duration = Duration::from_secs(5);
+const POLL_IDLE: Duration = Duration::from_secs(10);
+const RESUME_WAIT: Duration = Duration::from_secs(1);
+
+/// The first half of a pass.
+pub fn decide(job: &TrainingJob, seen: &Seen) -> Decision {
+    let spec = &job.spec;
+    // The CRD's CEL rules reject impossible jobs; this catches one that slipped past (an older
+    // CRD) and waits for a change instead of retrying.
+    let planned = match plan(
+        spec.dataset.blocks,
+        spec.replication,
+        spec.workers,
+        spec.target_workers,
+    ) {
+        Ok(layout) => layout,
+        Err(err) => return invalid(job, seen, &err),
+    };
+    let was = seen.status.phase.as_deref();
+    if was == Some(phase::SUCCEEDED) {
+        let (actions, next) = finished(job, &seen.status, seen.now);
+        return Decision {
+            actions,
+            then: Then::Done(next),
+        };
+    }
+    if spec.suspend {
+        return suspend(job, seen);
+    }
+    let resuming = was == Some(phase::SUSPENDED);
+    if resuming && !seen.observed.terminating.is_empty() {
+        // The pods suspend deleted are still going: they are not losses, and their replacements
+        // (same names) cannot be created before they are gone.
+        return Decision {
+            actions: Actions::default(),
+            then: Then::Done(Next::After(RESUME_WAIT)),
+        };
+    }
+    let layout = restore(planned, seen.status.layout.as_ref());
+    // After a resume every pod is missing because suspend deleted it, not because it was lost.
+    let created = seen.status.layout.is_some() && !resuming;
+    train(job, seen, &heal(&layout, &seen.observed.workers, created))
+}
+
+/// The second half, once the server was asked (or not): progress into status, success, and when
+/// to look again.
+pub fn after_server(
+    job: &TrainingJob,
+    training: &Training,
+    server: ServerState,
+    now: Timestamp,
+) -> (Actions, Next) {
+    let reachable = matches!(server, ServerState::Reachable { .. });
+    let facts = Facts {
+        layout: &training.layout,
+        ready: &training.ready,
+        server,
+        now,
+    };
+    let with_progress = status::running(job, &training.status, &facts);
+    let changed = with_progress != training.status;
+    if with_progress.phase.as_deref() == Some(phase::SUCCEEDED) {
+        let (mut actions, next) = finished(job, &with_progress, now);
+        actions.notes.insert(
+            0,
+            note(false, "Succeeded", "Train", "the server reported the final step"),
+        );
+        actions.status = changed.then_some(with_progress);
+        return (actions, next);
+    }
+    let mut again = if training.hurry {
+        HURRY
+    } else if reachable {
+        POLL_PROGRESS
+    } else {
+        POLL_IDLE
+    };
+    if let Some(recheck) = training.recheck {
+        again = again.min(recheck + Duration::from_millis(100));
+    }
+    let actions = Actions {
+        status: changed.then_some(with_progress),
+        ..Actions::default()
+    };
+    (actions, Next::After(again))
+}
+
+/// A spec the apiserver should have refused: Failed, once, with the reason.
+fn invalid(job: &TrainingJob, seen: &Seen, err: &PlanError) -> Decision {
+    let mut notes = Vec::new();
+    if seen.status.phase.as_deref() != Some(phase::FAILED) {
+        notes.push(note(true, "InvalidSpec", "Validate", &err.to_string()));
+    }
+    Decision {
+        actions: Actions {
+            status: Some(status::invalid(job, &seen.status, err.to_string(), seen.now)),
+            notes,
+            ..Actions::default()
+        },
+        then: Then::Done(Next::AwaitChange),
+    }
+}
+
+/// A finished job: nothing to heal; deleted once ttlSecondsAfterFinished has passed.
+fn finished(job: &TrainingJob, status: &TrainingJobStatus, now: Timestamp) -> (Actions, Next) {
+    let Some(ttl) = job.spec.ttl_seconds_after_finished else {
+        return (Actions::default(), Next::AwaitChange);
+    };
+    let finished_at = status
+        .completion_time
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .unwrap_or(now);
+    let left = i64::from(ttl) - now.duration_since(finished_at).as_secs();
+    if left > 0 {
+        return (
+            Actions::default(),
+            Next::After(Duration::from_secs(left.unsigned_abs())),
+        );
+    }
+    let actions = Actions {
+        notes: vec![note(
+            false,
+            "Expired",
+            "Delete",
+            &format!("finished {ttl}s ago; deleting"),
+        )],
+        delete_job: true,
+        ..Actions::default()
+    };
+    (actions, Next::AwaitChange)
+}
+
+/// A suspended job: its pods go (gracefully, so the server writes a final checkpoint); its status
+/// (layout, progress) and checkpoint volume stay for the resume.
+fn suspend(job: &TrainingJob, seen: &Seen) -> Decision {
+    let observed = &seen.observed;
+    let mut notes = Vec::new();
+    if seen.status.phase.as_deref() != Some(phase::SUSPENDED) {
+        let message = "pods deleted; the layout and the checkpoint are kept for the resume";
+        notes.push(note(false, "Suspended", "Suspend", message));
+    }
+    Decision {
+        actions: Actions {
+            status: Some(status::suspended(job, &seen.status, seen.now)),
+            notes,
+            delete_pods: observed
+                .existing
+                .difference(&observed.terminating)
+                .map(|pod| (pod.clone(), Deletion::Graceful))
+                .collect(),
+            ..Actions::default()
+        },
+        then: Then::Done(Next::AwaitChange),
+    }
+}
+
+/// A running (or starting) job after healing: the repaired status, Events, replacements.
+fn train(job: &TrainingJob, seen: &Seen, healing: &Healing) -> Decision {
+    let observed = &seen.observed;
+    let ready = ready_workers(&observed.workers);
+    let server_failed = observed.server == WorkerState::Failed;
+    let status = healed_status(job, seen, healing, &ready, server_failed);
+    let mut notes = healing_notes(healing);
+    let mut delete_pods: Vec<(String, Deletion)> = replaced_workers(healing, &observed.workers)
+        .map(|w| (children::worker_name(job, w), Deletion::Now))
+        .collect();
+    if server_failed {
+        notes.push(server_replaced_note(job));
+        delete_pods.push((children::server_name(job), Deletion::Now));
+    }
+    // Pods are created when absent, never updated: a running pod's spec cannot change, and an
+    // edited job or a new default image applies to the pods created from then on.
+    let create_pods = children::pod_names(job)
+        .filter(|pod| !observed.existing.contains(pod) || delete_pods.iter().any(|(d, _)| d == pod))
+        .collect();
+    let repaired = if healing.coverage_lost {
+        0
+    } else {
+        healing.lost.len() as u32
+    };
+    let training = Training {
+        layout: healing.layout.clone(),
+        hurry: !healing.lost.is_empty() || server_failed || ready.len() < job.spec.workers as usize,
+        ready,
+        status: status.clone(),
+        ask_server: observed.server == WorkerState::Ready
+            || job.annotations().contains_key(SERVER_ENDPOINT_ANNOTATION),
+        recheck: observed.recheck,
+    };
+    Decision {
+        actions: Actions {
+            status: Some(status),
+            notes,
+            delete_pods,
+            apply_children: true,
+            create_pods,
+            delete_job: false,
+            repaired,
+            server_replaced: server_failed,
+        },
+        then: Then::AskServer(Box::new(training)),
+    }
+}
+
+/// The status after a healing pass: the layout, the loss counters and the repair.
+fn healed_status(
+    job: &TrainingJob,
+    seen: &Seen,
+    healing: &Healing,
+    ready: &BTreeSet<u32>,
+    server_failed: bool,
+) -> TrainingJobStatus {
+    let facts = Facts {
+        layout: &healing.layout,
+        ready,
+        server: ServerState::NotAsked,
+        now: seen.now,
+    };
+    let mut status = status::running(job, &seen.status, &facts);
+    let lost = healing.lost.len() as u32;
+    status.workers.failed = status.workers.failed.saturating_add(lost);
+    status.workers.replaced = status.workers.replaced.saturating_add(lost);
+    status.server_restarts = status.server_restarts.saturating_add(u32::from(server_failed));
+    if lost > 0 && !healing.coverage_lost {
+        status.last_repair = Some(Repair {
+            epoch: healing.layout.epoch,
+            lost_workers: healing.lost.clone(),
+            moved_blocks: healing.repair_moves.len() as u32,
+            time: seen.now.to_string(),
+        });
+    }
+    status
+}
+
+/// Lost workers, and replacements that failed before they were rebalanced in (no longer
+/// members, so not lost again, but their pods must be replaced all the same).
+fn replaced_workers<'a>(healing: &'a Healing, workers: &'a [WorkerState]) -> impl Iterator<Item = u32> + 'a {
+    let failed_spares = (0..workers.len() as u32).filter(|w| {
+        !healing.layout.members.contains(w)
+            && !healing.lost.contains(w)
+            && workers[*w as usize] == WorkerState::Failed
+    });
+    healing.lost.iter().copied().chain(failed_spares)
+}
+
+fn healing_notes(healing: &Healing) -> Vec<Note> {
+    let mut notes = Vec::new();
+    if !healing.lost.is_empty() {
+        let lost = &healing.lost;
+        notes.push(if healing.coverage_lost {
+            let message = format!(
+                "workers {lost:?} lost: fewer than targetWorkers remain, so the server waits until replacements are ready"
+            );
+            note(true, "CoverageLost", "Heal", &message)
+        } else {
+            let message = format!(
+                "workers {lost:?} lost: layout repaired to epoch {}, {} block copies moved; replacement pods created",
+                healing.layout.epoch,
+                healing.repair_moves.len()
+            );
+            note(true, "LayoutRepaired", "Heal", &message)
+        });
+    }
+    if !healing.joined.is_empty() {
+        let message = format!(
+            "replacement workers {:?} ready: rebalanced in at epoch {}",
+            healing.joined, healing.layout.epoch
+        );
+        notes.push(note(false, "WorkersRejoined", "Heal", &message));
+    }
+    notes
+}
+
+fn server_replaced_note(job: &TrainingJob) -> Note {
+    let message = if job.spec.training.checkpoint_claim.is_some() {
+        "the parameter-server pod failed; replaced, it resumes from its newest checkpoint"
+    } else {
+        "the parameter-server pod failed; replaced, it starts over (no training.checkpointClaim)"
+    };
+    note(true, "ServerReplaced", "Heal", message)
+}
+
+fn note(warning: bool, reason: &'static str, action: &'static str, message: &str) -> Note {
+    Note {
+        warning,
+        reason,
+        action,
+        message: message.to_string(),
+    }
+}
+
+/// The planned layout, carrying the epoch, holders and members saved in status.
+fn restore(mut planned: Layout, saved: Option<&LayoutState>) -> Layout {
+    if let Some(saved) = saved.filter(|s| s.holders.len() == planned.holders.len()) {
+        planned.epoch = saved.epoch;
+        planned.holders = saved.holders.clone();
+        planned.members = saved.members.iter().copied().collect();
+    }
+    planned
+}

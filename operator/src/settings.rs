@@ -1,0 +1,56 @@
+//! How the operator runs, the same for every job, and the one home of its defaults (the
+//! `anyk-operator` flags and the tests both start from these).
+
+use std::time::Duration;
+
+pub const DEFAULT_SERVER_IMAGE: &str = "ghcr.io/anyk-dev/anyk-server:0.1.0";
+pub const DEFAULT_WORKER_IMAGE: &str = "ghcr.io/anyk-dev/anyk-worker:0.1.0";
+/// Kubernetes itself waits 5 minutes before evicting pods from a NotReady node; a training step
+/// waits for nobody, so anyk gives a node this long to come back.
+pub const DEFAULT_NODE_GRACE_SECONDS: u64 = 30;
+pub const DEFAULT_NETWORK_POLICIES: bool = true;
+
+/// Default images, from the operator's configuration; a job's overrides win.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Images {
+    pub server: String,
+    pub worker: String,
+}
+
+impl Default for Images {
+    fn default() -> Self {
+        Self {
+            server: DEFAULT_SERVER_IMAGE.into(),
+            worker: DEFAULT_WORKER_IMAGE.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub images: Images,
+    /// How long a worker's node may be NotReady before its pods count as lost.
+    pub node_grace: Duration,
+    /// Create one NetworkPolicy per job that admits only its workers and the operator.
+    pub network_policies: bool,
+    /// The namespace the operator runs in (for the NetworkPolicy's operator rule).
+    pub operator_namespace: Option<String>,
+}
+
+impl Settings {
+    /// The defaults, with these images.
+    pub fn new(images: Images) -> Self {
+        Self {
+            images,
+            node_grace: Duration::from_secs(DEFAULT_NODE_GRACE_SECONDS),
+            network_policies: DEFAULT_NETWORK_POLICIES,
+            operator_namespace: None,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self::new(Images::default())
+    }
+}
