@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use anyk_core::dataset::{FEATURES_TENSOR, LABELS_TENSOR, MANIFEST_FILE, Manifest, TEST_FILE, block_file};
 use anyk_core::minibatch::permutation;
 use clap::Args;
 use safetensors::tensor::{Dtype, TensorView};
-use serde_json::json;
 
 #[derive(Debug, Args)]
 pub struct SplitArgs {
@@ -41,6 +41,13 @@ pub enum SplitError {
     Invalid(String),
     #[error("failed to write {path}")]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("failed to write {path}")]
+    Encode {
+        path: PathBuf,
+        source: safetensors::SafeTensorError,
+    },
+    #[error("failed to encode the manifest")]
+    Manifest(#[source] serde_json::Error),
 }
 
 /// A data set in memory: row-major features and integer labels.
@@ -50,7 +57,7 @@ pub struct DataSet {
     pub y: Vec<i64>,
 }
 
-pub fn run(args: &SplitArgs) -> Result<serde_json::Value, SplitError> {
+pub fn run(args: &SplitArgs) -> Result<Manifest, SplitError> {
     let data = read(&args.input)?;
     let n = data.y.len();
     if args.blocks == 0 {
@@ -83,29 +90,24 @@ pub fn run(args: &SplitArgs) -> Result<serde_json::Value, SplitError> {
         source,
     })?;
     let m = args.blocks as usize;
-    for b in 0..m {
+    for (block, b) in (0..args.blocks).zip(0..m) {
         let rows = &train_rows[b * train / m..(b + 1) * train / m];
-        write(
-            &args.out.join(format!("block-{b:05}.safetensors")),
-            &data,
-            rows,
-            scale,
-        )?;
+        write(&args.out.join(block_file(block)), &data, rows, scale)?;
     }
-    write(&args.out.join("test.safetensors"), &data, test_rows, scale)?;
-    let classes = data.y.iter().copied().max().unwrap_or(0) + 1;
-    let manifest = json!({
-        "blocks": args.blocks,
-        "features": data.features,
-        "classes": classes,
-        "train_samples": train,
-        "test_samples": test,
-        "scale": scale,
-        "seed": args.seed,
-        "source": args.input.display().to_string(),
-    });
-    let path = args.out.join("manifest.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&manifest).expect("json"))
+    write(&args.out.join(TEST_FILE), &data, test_rows, scale)?;
+    let manifest = Manifest {
+        blocks: args.blocks,
+        features: data.features as u64,
+        // Labels are non-negative (checked on reading).
+        classes: data.y.iter().copied().max().unwrap_or(0).unsigned_abs() + 1,
+        train_samples: train as u64,
+        test_samples: test as u64,
+        scale,
+        seed: args.seed,
+        source: args.input.display().to_string(),
+    };
+    let path = args.out.join(MANIFEST_FILE);
+    std::fs::write(&path, manifest.to_json().map_err(SplitError::Manifest)?)
         .map_err(|source| SplitError::Write { path, source })?;
     Ok(manifest)
 }
@@ -193,8 +195,12 @@ fn read_safetensors(path: &Path, bytes: &[u8]) -> Result<DataSet, SplitError> {
         why,
     };
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| err(e.to_string()))?;
-    let x = st.tensor("x").map_err(|_| err("no tensor named \"x\"".into()))?;
-    let y = st.tensor("y").map_err(|_| err("no tensor named \"y\"".into()))?;
+    let x = st
+        .tensor(FEATURES_TENSOR)
+        .map_err(|_| err(format!("no tensor named {FEATURES_TENSOR:?}")))?;
+    let y = st
+        .tensor(LABELS_TENSOR)
+        .map_err(|_| err(format!("no tensor named {LABELS_TENSOR:?}")))?;
     if x.dtype() != Dtype::F32 || x.shape().len() != 2 {
         return Err(err(format!(
             "x must be a 2-d F32 tensor, got {:?} {:?}",
@@ -241,19 +247,19 @@ fn write(path: &Path, data: &DataSet, rows: &[usize], scale: f32) -> Result<(), 
         })
         .collect();
     let y: Vec<u8> = rows.iter().flat_map(|&r| data.y[r].to_le_bytes()).collect();
-    let invalid = |e: safetensors::SafeTensorError| SplitError::Invalid(e.to_string());
+    let encode = |source| SplitError::Encode {
+        path: path.into(),
+        source,
+    };
     let tensors: HashMap<String, TensorView> = HashMap::from([
         (
-            "x".to_string(),
-            TensorView::new(Dtype::F32, vec![rows.len(), f], &x).map_err(invalid)?,
+            FEATURES_TENSOR.to_string(),
+            TensorView::new(Dtype::F32, vec![rows.len(), f], &x).map_err(encode)?,
         ),
         (
-            "y".to_string(),
-            TensorView::new(Dtype::I64, vec![rows.len()], &y).map_err(invalid)?,
+            LABELS_TENSOR.to_string(),
+            TensorView::new(Dtype::I64, vec![rows.len()], &y).map_err(encode)?,
         ),
     ]);
-    safetensors::serialize_to_file(tensors, None, path).map_err(|e| SplitError::Write {
-        path: path.into(),
-        source: std::io::Error::other(e.to_string()),
-    })
+    safetensors::serialize_to_file(tensors, None, path).map_err(encode)
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use anyk_core::{Layout, plan, repair, verify};
+use anyk_core::{Layout, coverage_of, plan, repair};
 use clap::Args;
 use serde_json::json;
 
@@ -33,7 +33,7 @@ pub fn run(args: &PlanArgs) -> Result<(), Box<dyn std::error::Error>> {
     if !args.fail.is_empty() {
         layout = repair(&layout, &args.fail)?.0;
     }
-    let coverage = verify(&layout, &layout.members);
+    let coverage = coverage_of(&layout, &layout.members);
     if args.json {
         let out = json!({
             "epoch": layout.epoch,

@@ -1,5 +1,8 @@
 //! `anyk plan` and `anyk data split`.
 
+// A failed unwrap in a test is a failed test with a line number.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{anyk, stderr, stdout};

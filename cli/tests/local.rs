@@ -1,5 +1,8 @@
 //! `anyk local` end to end: real processes, real gRPC, real libtorch.
 
+// A failed unwrap in a test is a failed test with a line number.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::process::Output;
@@ -29,7 +32,8 @@ fn the_default_demo_learns_digits_through_a_straggler_and_a_kill() {
     );
 }
 
-/// Invariant 3: stragglers and up to r-1 killed workers leave every bit of the model unchanged.
+/// Invariant 2 (docs/design.md): stragglers and up to r-1 killed workers leave every bit of the
+/// model unchanged.
 #[test]
 fn faults_within_tolerance_do_not_change_a_bit() {
     let steps = ["--steps", "60"];
@@ -117,15 +121,15 @@ fn trains_a_users_torchscript_model() {
 
 /// Runs `anyk local` with `args` plus a summary file and workdir; returns the summary.
 pub fn local(args: &[&str]) -> (serde_json::Value, Output) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let summary = dir.path().join("summary.json");
     let workdir = dir.path().join("work");
     let mut full = vec![
         "local",
         "--summary",
-        summary.to_str().unwrap(),
+        summary.to_str().expect("a UTF-8 path"),
         "--workdir",
-        workdir.to_str().unwrap(),
+        workdir.to_str().expect("a UTF-8 path"),
     ];
     full.extend_from_slice(args);
     let out = anyk(&full);
@@ -135,6 +139,7 @@ pub fn local(args: &[&str]) -> (serde_json::Value, Output) {
         stdout(&out),
         stderr(&out)
     );
-    let json = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&summary).expect("anyk local wrote the summary");
+    let json = serde_json::from_str(&text).expect("the summary is JSON");
     (json, out)
 }

@@ -1,6 +1,7 @@
-//! Exact aggregation of one step (invariant 2): the target gradient uses exactly one gradient per
-//! block, reduced in a fixed association (blocks in id order within a reduction unit, then units
-//! in order), never in arrival order. Which replica answered first cannot change a single bit.
+//! Exact aggregation of one step (docs/design.md, invariant 2): the target gradient uses exactly
+//! one gradient per block, reduced in a fixed association (blocks in id order within a reduction
+//! unit, then units in order), never in arrival order. Which replica answered first cannot change
+//! a single bit.
 
 /// What happened to one offered gradient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

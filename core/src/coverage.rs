@@ -16,12 +16,12 @@ pub struct Coverage {
     /// Blocks with fewer live holders than min(r, live): they lost a copy and await repair.
     pub under_replicated: Vec<u32>,
     /// Whether any k live workers still cover every block: live >= k and every block has at
-    /// least live-k+1 distinct live holders (design.md's coverage condition).
+    /// least live-k+1 distinct live holders (docs/design.md, invariant 1).
     pub holds: bool,
 }
 
 /// The coverage of `layout` when only `live` workers answer.
-pub fn verify(layout: &Layout, live: &BTreeSet<u32>) -> Coverage {
+pub fn coverage_of(layout: &Layout, live: &BTreeSet<u32>) -> Coverage {
     let live_members: BTreeSet<u32> = layout.members.intersection(live).copied().collect();
     let n_live = live_members.len() as u32;
     let want = layout.replication.min(n_live) as usize;

@@ -1,10 +1,11 @@
 //! Block layouts: which workers hold which of the m blocks.
 //!
-//! The coverage condition (design.md): any k of n workers hold every block iff every block has at
-//! least n-k+1 distinct holders. `plan` places r >= n-k+1 copies of each block on distinct workers,
-//! balanced, and orders each block's holders by *rank*: rank 0 is the primary. Workers process
-//! their blocks rank by rank, so the primaries of all workers (about m/n blocks each) already cover
-//! the whole set and a straggler-free step costs what uncoded training costs.
+//! The coverage condition (docs/design.md, invariant 1): any k of n workers hold every block iff
+//! every block has at least n-k+1 distinct holders. `plan` places r >= n-k+1 copies of each block
+//! on distinct workers, balanced, and orders each block's holders by *rank*: rank 0 is the
+//! primary. Workers process their blocks rank by rank, so the primaries of all workers (about m/n
+//! blocks each) already cover the whole set and a straggler-free step costs what uncoded training
+//! costs.
 
 use std::collections::BTreeSet;
 
@@ -44,7 +45,7 @@ pub struct Layout {
     pub members: BTreeSet<u32>,
     /// Reduction units as half-open block ranges in block order, fixed for the life of a job:
     /// the aggregate sums blocks within a unit in id order, then units in order, so a pre-summed
-    /// unit and its per-block gradients give bit-identical results (invariant 2).
+    /// unit and its per-block gradients give bit-identical results (docs/design.md, invariant 2).
     pub units: Vec<(u32, u32)>,
 }
 
@@ -108,7 +109,7 @@ impl Layout {
     }
 }
 
-/// Checks the bounds of design.md: m >= 1, 1 <= k <= n, 2 <= r <= n, r >= n-k+1.
+/// Checks the bounds of docs/design.md: m >= 1, 1 <= k <= n, 2 <= r <= n, r >= n-k+1.
 pub fn validate(blocks: u32, replication: u32, workers: u32, target: u32) -> Result<(), PlanError> {
     if blocks == 0 {
         return Err(PlanError::NoBlocks(blocks));

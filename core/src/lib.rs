@@ -5,18 +5,24 @@
 //! - [`coverage`]: how many more workers may be lost right now.
 //! - [`repair`]: a new layout after losses (only lost copies move) or joins (minimal moves).
 //! - [`aggregate`]: exact, order-independent reduction of one step's per-block gradients.
+//! - [`heal`]: the self-healing policy shared by the operator and `anyk local`.
 //! - [`optimizer`], [`minibatch`], [`checkpoint`], [`digest`]: the deterministic training arithmetic.
+//! - [`dataset`]: a data set's files and manifest on disk.
 
 pub mod aggregate;
 pub mod checkpoint;
 pub mod coverage;
+pub mod dataset;
 pub mod digest;
+pub mod heal;
 pub mod layout;
 pub mod minibatch;
 pub mod optimizer;
 pub mod repair;
 pub mod tensor_bytes;
 
-pub use coverage::{Coverage, verify};
+pub use coverage::{Coverage, coverage_of};
+pub use heal::{Healing, WorkerState, heal, ready_workers};
 pub use layout::{Layout, PlanError, Scheme, plan, uncoded};
+pub use optimizer::OptimizerKind;
 pub use repair::{Move, RepairError, rebalance, repair};

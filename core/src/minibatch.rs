@@ -1,5 +1,6 @@
 //! Minibatches drawn deterministically from (seed, step, block), so every holder of a block
-//! computes exactly the same gradient and self-healing costs the model nothing (invariant 3).
+//! computes exactly the same gradient and self-healing costs the model nothing (docs/design.md,
+//! invariant 7).
 
 /// Indices (ascending) of the `batch` samples of a block of `len` samples used at `step`.
 /// The whole block when `batch >= len`.

@@ -1,7 +1,62 @@
 //! Optimizers on flat f32 parameter vectors. Plain Rust arithmetic in a fixed order, so the
 //! parameter server's update is deterministic and checkpointable without libtorch.
 
+use std::fmt;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
+
+/// The update rule: `adam` (betas 0.9 and 0.999, epsilon 1e-8) or `sgd` (with momentum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    // No `///` on the variants: with them schemars writes a `oneOf` instead of a plain `enum`,
+    // which a CRD's structural schema does not want.
+    Adam,
+    Sgd,
+}
+
+impl OptimizerKind {
+    pub const ALL: [Self; 2] = [Self::Adam, Self::Sgd];
+
+    /// The name on the command line and in the CRD.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Adam => "adam",
+            Self::Sgd => "sgd",
+        }
+    }
+
+    /// The configuration of this rule; `momentum` applies to SGD only.
+    pub fn config(self, lr: f32, momentum: f32) -> OptimizerConfig {
+        match self {
+            Self::Adam => OptimizerConfig::adam(lr),
+            Self::Sgd => OptimizerConfig::sgd(lr, momentum),
+        }
+    }
+}
+
+impl fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown optimizer {0:?} (expected adam or sgd)")]
+pub struct UnknownOptimizer(pub String);
+
+impl FromStr for OptimizerKind {
+    type Err = UnknownOptimizer;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == name)
+            .ok_or_else(|| UnknownOptimizer(name.to_string()))
+    }
+}
 
 /// Which update rule and its hyperparameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -90,6 +145,30 @@ impl Optimizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn optimizer_names_round_trip_and_match_serde() {
+        for kind in OptimizerKind::ALL {
+            assert_eq!(kind.to_string().parse::<OptimizerKind>(), Ok(kind));
+            assert_eq!(serde_json::to_string(&kind).unwrap(), format!("\"{kind}\""));
+        }
+        let err = "rmsprop".parse::<OptimizerKind>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown optimizer \"rmsprop\" (expected adam or sgd)"
+        );
+        assert_eq!(
+            OptimizerKind::Sgd.config(0.1, 0.5),
+            OptimizerConfig::sgd(0.1, 0.5)
+        );
+    }
+
+    #[cfg(feature = "schema")]
+    #[test]
+    fn the_schema_is_a_plain_enum_of_the_names() {
+        let schema = serde_json::to_value(schemars::schema_for!(OptimizerKind)).unwrap();
+        assert_eq!(schema["enum"], serde_json::json!(["adam", "sgd"]), "{schema}");
+    }
 
     #[test]
     fn sgd_with_momentum_accumulates_velocity() {

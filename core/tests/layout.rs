@@ -1,8 +1,11 @@
 //! The layout math against brute force and under random failure/join sequences.
 
+// A failed unwrap in a test is a failed test with a line number.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 
-use anyk_core::{Layout, PlanError, RepairError, Scheme, plan, rebalance, repair, verify};
+use anyk_core::{Layout, PlanError, RepairError, Scheme, coverage_of, plan, rebalance, repair};
 use proptest::prelude::*;
 
 /// Every k-subset of `live`, enumerated the slow way.
@@ -75,7 +78,7 @@ fn plan_matches_brute_force_for_every_small_job() {
                     assert!(any_k_cover(&layout, &all(n), k), "n={n} k={k} r={r} m={m}");
                     // One worker fewer than tolerated breaks some k-subset: the bound is tight
                     // because coverage is exactly "n-k+1 holders per block".
-                    let cov = verify(&layout, &all(n));
+                    let cov = coverage_of(&layout, &all(n));
                     assert!(cov.holds);
                     assert_eq!(cov.margin, i64::from(r) - 1);
                     // The primaries alone (rank 0 of every worker) cover the set: the straggler-
@@ -109,7 +112,7 @@ fn verify_agrees_with_brute_force_after_failures() {
             let layout = plan(2 * n + 1, r, n, k).unwrap();
             for dead in 0..n {
                 let live: BTreeSet<u32> = all(n).into_iter().filter(|&w| w != dead).collect();
-                let cov = verify(&layout, &live);
+                let cov = coverage_of(&layout, &live);
                 assert_eq!(
                     cov.holds,
                     any_k_cover(&layout, &live, k) && live.len() as u32 >= k
@@ -245,7 +248,7 @@ proptest! {
                             }
                             assert_well_formed(&next);
                             let live = next.members.clone();
-                            let cov = verify(&next, &live);
+                            let cov = coverage_of(&next, &live);
                             prop_assert!(cov.holds && cov.under_replicated.is_empty());
                             if live.len() <= 7 {
                                 prop_assert!(any_k_cover(&next, &live, k));
@@ -272,7 +275,7 @@ proptest! {
                     let added = total - old_total;
                     prop_assert!(moves.len() <= excess.max(deficit) + added,
                         "{} moves, excess {} deficit {} added {}", moves.len(), excess, deficit, added);
-                    prop_assert!(verify(&next, &next.members.clone()).holds);
+                    prop_assert!(coverage_of(&next, &next.members.clone()).holds);
                     layout = next;
                 }
             }

@@ -94,7 +94,7 @@ impl Context {
     }
 }
 
-/// Consecutive failed passes per job: the retry delay doubles from 1 s up to 5 minutes.
+/// Consecutive failed passes per job: the retry delay doubles from 1 s up to 256 s.
 #[derive(Default)]
 pub struct Backoff(Mutex<HashMap<String, u32>>);
 

@@ -1,10 +1,14 @@
 //! Generated gRPC types and clients/servers for anyk (see `proto/anyk/v1/anyk.proto`), plus the
-//! conversion of the core's layout to and from its wire form.
+//! conversion of the core's layout to and from its wire form, and the binaries' command lines
+//! ([`launch`]).
 
+// Generated code: its service dispatch functions are long by construction.
+#[allow(clippy::too_many_lines)]
 pub mod v1 {
     tonic::include_proto!("anyk.v1");
 }
 
+pub mod launch;
 mod layout;
 
 impl v1::Tensor {

@@ -1,4 +1,8 @@
-//! Every way a request can be refused, and the gRPC status each maps to.
+//! Every way a request can be refused, and the gRPC status each maps to (the codes are listed in
+//! the README: clients retry on UNAVAILABLE and give up on the others).
+
+use std::error::Error;
+use std::fmt::Write;
 
 use tonic::{Code, Status};
 
@@ -30,18 +34,47 @@ pub enum RequestError {
     WrongLength { got: u64, want: u64 },
     #[error("gradient value at index {index} is not finite ({value})")]
     NotFinite { index: usize, value: f32 },
-    #[error("invalid layout: {0}")]
-    InvalidLayout(String),
-    #[error("{0}")]
+    #[error("invalid layout")]
+    InvalidLayout(#[source] LayoutError),
+    #[error("gradient does not fit the step being collected")]
     Aggregate(#[from] anyk_core::aggregate::OfferError),
     #[error("tensor is missing")]
     MissingTensor,
 }
 
-impl From<RequestError> for Status {
-    fn from(err: RequestError) -> Self {
+/// Why a pushed layout cannot be installed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("it has {blocks} blocks ({holder_lists} holder lists), the job has {job_blocks}")]
+    BlockCount {
+        blocks: u32,
+        holder_lists: usize,
+        job_blocks: u32,
+    },
+    #[error("block {0} has no holder")]
+    NoHolder(u32),
+    #[error("block {block} is held by worker {worker}, which is not a member")]
+    HolderNotMember { block: u32, worker: u32 },
+    #[error("block {0} has two copies on one worker")]
+    DuplicateCopy(u32),
+    #[error("a member is outside 0..{workers}")]
+    MemberOutOfRange { workers: u32 },
+    #[error("reduction units do not tile the blocks in order")]
+    UnitsDoNotTile,
+    #[error("reduction units cannot change during a job")]
+    UnitsChanged,
+}
+
+impl From<LayoutError> for RequestError {
+    fn from(err: LayoutError) -> Self {
+        Self::InvalidLayout(err)
+    }
+}
+
+impl RequestError {
+    pub fn code(&self) -> Code {
         use RequestError::*;
-        let code = match &err {
+        match self {
             UnknownWorker { .. } => Code::NotFound,
             NoLayout | NotInitialized => Code::Unavailable,
             WrongEpoch { .. } | OlderLayout { .. } | EpochReused(_) => Code::FailedPrecondition,
@@ -55,7 +88,23 @@ impl From<RequestError> for Status {
             | InvalidLayout(_)
             | Aggregate(_)
             | MissingTensor => Code::InvalidArgument,
-        };
-        Status::new(code, err.to_string())
+        }
     }
+}
+
+impl From<RequestError> for Status {
+    fn from(err: RequestError) -> Self {
+        Status::new(err.code(), chain(&err))
+    }
+}
+
+/// `err` and its causes, outermost first, joined by ": " (the client sees only this text).
+pub fn chain(err: &dyn Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
 }

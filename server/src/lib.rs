@@ -2,14 +2,15 @@
 //! each step at the first full cover of the blocks, checkpoints, and answers the operator.
 
 pub mod error;
-pub mod job;
 pub mod service;
 pub mod settings;
 pub mod store;
 pub mod tensor;
+pub mod trainer;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyk_proto::transport::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
@@ -17,10 +18,10 @@ use anyk_proto::v1::{control_server::ControlServer, training_server::TrainingSer
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-pub use job::Job;
-pub use service::Shared;
+pub use service::ServerState;
 pub use settings::Settings;
 pub use store::CheckpointStore;
+pub use trainer::Trainer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -30,26 +31,26 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Builds the job, resuming from the newest checkpoint in `store` when there is one.
-pub fn load_job(settings: Settings, store: Option<&CheckpointStore>) -> Result<Job, ServeError> {
+/// Builds the trainer, resuming from the newest checkpoint in `store` when there is one.
+pub fn load_trainer(settings: Settings, store: Option<&CheckpointStore>) -> Result<Trainer, ServeError> {
     if let Some((path, ckpt)) = store.map(CheckpointStore::latest).transpose()?.flatten() {
         tracing::info!(path = %path.display(), step = ckpt.step, "resuming from checkpoint");
-        return Ok(Job::resume(settings, ckpt, Instant::now()));
+        return Ok(Trainer::resume(settings, ckpt, Instant::now()));
     }
-    Ok(Job::new(settings))
+    Ok(Trainer::new(settings))
 }
 
 /// Serves both services on `listener` until `shutdown` resolves, then writes a final checkpoint.
 pub async fn serve(
     listener: TcpListener,
-    shared: std::sync::Arc<Shared>,
+    state: Arc<ServerState>,
     max_message_bytes: usize,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let training = TrainingServer::from_arc(std::sync::Arc::new(service::TrainingService(shared.clone())))
+    let training = TrainingServer::new(service::TrainingService(state.clone()))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
-    let control = ControlServer::new(service::ControlService(shared.clone()))
+    let control = ControlServer::new(service::ControlService(state.clone()))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
     tonic::transport::Server::builder()
@@ -59,10 +60,10 @@ pub async fn serve(
         .add_service(control)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
             shutdown.await;
-            shared.close_streams();
+            state.close_streams();
         })
         .await?;
-    if let Err(status) = shared.save_checkpoint().await {
+    if let Err(status) = state.save_checkpoint().await {
         tracing::warn!(%status, "no checkpoint on shutdown");
     }
     Ok(())

@@ -1,9 +1,9 @@
-//! The tonic services: each handler validates through [`Job`], then delivers what it returned
+//! The tonic services: each handler validates through [`Trainer`], then delivers what it returned
 //! (assignments and released steps to subscribed workers, progress to watchers, checkpoints).
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use anyk_proto::v1::{
@@ -17,57 +17,55 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::job::Job;
+use crate::error::{RequestError, chain};
 use crate::store::CheckpointStore;
+use crate::trainer::Trainer;
 
 type EventSender = mpsc::Sender<Result<WorkerEvent, Status>>;
 
-/// State shared by both services.
-pub struct Shared {
-    job: Mutex<Job>,
+/// The server's state behind both services: the trainer, and the streams it feeds.
+pub struct ServerState {
+    trainer: Mutex<Trainer>,
     subscribers: Mutex<HashMap<u32, EventSender>>,
     watchers: Mutex<Vec<mpsc::Sender<Result<Progress, Status>>>>,
     store: Option<CheckpointStore>,
 }
 
-impl Shared {
-    pub fn new(job: Job, store: Option<CheckpointStore>) -> Arc<Self> {
+impl ServerState {
+    pub fn new(trainer: Trainer, store: Option<CheckpointStore>) -> Arc<Self> {
         Arc::new(Self {
-            job: Mutex::new(job),
+            trainer: Mutex::new(trainer),
             subscribers: Mutex::new(HashMap::new()),
             watchers: Mutex::new(Vec::new()),
             store,
         })
     }
 
-    fn job(&self) -> std::sync::MutexGuard<'_, Job> {
-        self.job.lock().expect("job lock poisoned")
+    fn trainer(&self) -> MutexGuard<'_, Trainer> {
+        lock(&self.trainer)
     }
 
     /// Sends `event` to every subscribed worker; a worker whose stream is gone is forgotten.
     fn broadcast(&self, event: &WorkerEvent) {
-        self.subscribers
-            .lock()
-            .expect("subscribers lock")
-            .retain(|_, tx| match tx.try_send(Ok(event.clone())) {
-                Ok(()) => true,
-                // A full queue means the worker is far behind; it resynchronises from the newest
-                // StepReady it gets, so dropping this one loses nothing.
-                Err(mpsc::error::TrySendError::Full(_)) => true,
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
+        lock(&self.subscribers).retain(|_, tx| match tx.try_send(Ok(event.clone())) {
+            Ok(()) => true,
+            // A full queue means the worker is far behind; it resynchronises from the newest
+            // StepReady it gets, so dropping this one loses nothing.
+            Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
     }
 
     fn send_to(&self, worker: u32, event: WorkerEvent) {
-        if let Some(tx) = self.subscribers.lock().expect("subscribers lock").get(&worker) {
+        if let Some(tx) = lock(&self.subscribers).get(&worker) {
             let _ = tx.try_send(Ok(event));
         }
     }
 
     fn publish_progress(&self) {
-        let progress = self.job().progress();
+        let progress = self.trainer().progress();
         // A watcher that falls behind misses intermediate reports, never the stream.
-        self.watchers.lock().expect("watchers lock").retain(|tx| {
+        lock(&self.watchers).retain(|tx| {
             !matches!(
                 tx.try_send(Ok(progress.clone())),
                 Err(mpsc::error::TrySendError::Closed(_))
@@ -77,8 +75,8 @@ impl Shared {
 
     /// Ends every worker and progress stream, so a graceful shutdown does not wait on them.
     pub fn close_streams(&self) {
-        self.subscribers.lock().expect("subscribers lock").clear();
-        self.watchers.lock().expect("watchers lock").clear();
+        lock(&self.subscribers).clear();
+        lock(&self.watchers).clear();
     }
 
     /// Writes a checkpoint now (off the async threads); returns its step and path.
@@ -88,7 +86,7 @@ impl Shared {
             .clone()
             .ok_or_else(|| Status::failed_precondition("no checkpoint directory configured"))?;
         let ckpt = self
-            .job()
+            .trainer()
             .checkpoint()
             .ok_or_else(|| Status::unavailable("parameters are not initialized yet"))?;
         let step = ckpt.step;
@@ -96,16 +94,17 @@ impl Shared {
             .await
             .map_err(|e| Status::internal(format!("checkpoint task failed: {e}")))?
             .map_err(|e| {
-                tracing::error!(error = %e, source = ?std::error::Error::source(&e), "checkpoint failed");
-                Status::internal(e.to_string())
+                let error = chain(&e);
+                tracing::error!(%error, "checkpoint failed");
+                Status::internal(error)
             })?;
         tracing::info!(step, path = %path.display(), "checkpoint written");
         Ok((step, path.display().to_string()))
     }
 }
 
-pub struct TrainingService(pub Arc<Shared>);
-pub struct ControlService(pub Arc<Shared>);
+pub struct TrainingService(pub Arc<ServerState>);
+pub struct ControlService(pub Arc<ServerState>);
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<WorkerEvent, Status>> + Send>>;
 type ProgressStream = Pin<Box<dyn Stream<Item = Result<Progress, Status>> + Send>>;
@@ -114,10 +113,10 @@ type ProgressStream = Pin<Box<dyn Stream<Item = Result<Progress, Status>> + Send
 impl Training for TrainingService {
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
         let req = req.into_inner();
-        let mut job = self.0.job();
-        let param_count = job.join(req.worker)?;
+        let mut trainer = self.0.trainer();
+        let param_count = trainer.join(req.worker)?;
         let needs_init = param_count == 0;
-        let s = job.settings();
+        let s = trainer.settings();
         let settings = TrainingSettings {
             seed: s.seed,
             batch_size: s.batch_size,
@@ -139,7 +138,7 @@ impl Training for TrainingService {
         let req = req.into_inner();
         let released = self
             .0
-            .job()
+            .trainer()
             .initialize(req.worker, req.params.as_ref(), Instant::now())?;
         let accepted = released.is_some();
         if let Some(event) = released {
@@ -156,24 +155,17 @@ impl Training for TrainingService {
         let worker = req.into_inner().worker;
         let (tx, rx) = mpsc::channel(64);
         {
-            let job = self.0.job();
-            if let Some(assignment) = job.assignment(worker) {
-                let _ = tx.try_send(Ok(WorkerEvent {
-                    event: Some(Event::Assignment(assignment)),
-                }));
-            } else {
-                return Err(crate::error::RequestError::NoLayout.into());
-            }
-            if let Some(event) = job.current_event() {
+            let trainer = self.0.trainer();
+            let assignment = trainer.assignment(worker).ok_or(RequestError::NoLayout)?;
+            let _ = tx.try_send(Ok(WorkerEvent {
+                event: Some(Event::Assignment(assignment)),
+            }));
+            if let Some(event) = trainer.current_event() {
                 let _ = tx.try_send(Ok(event));
             }
-            // Registered under the job lock, so no released step falls between the snapshot
-            // above and the registration.
-            self.0
-                .subscribers
-                .lock()
-                .expect("subscribers lock")
-                .insert(worker, tx);
+            // Registered under the trainer lock, so no released step falls between the
+            // snapshot above and the registration.
+            lock(&self.0.subscribers).insert(worker, tx);
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -184,22 +176,22 @@ impl Training for TrainingService {
     ) -> Result<Response<GradientResponse>, Status> {
         let req = req.into_inner();
         let (outcome, checkpoint_due) = {
-            let mut job = self.0.job();
-            let outcome = job.push(&req, Instant::now()).inspect_err(
+            let mut trainer = self.0.trainer();
+            let outcome = trainer.push(&req, Instant::now()).inspect_err(
                 |e| tracing::debug!(worker = req.worker, step = req.step, error = %e, "gradient rejected"),
             )?;
             if let Some(event) = &outcome.released {
-                // Delivered under the job lock so workers see steps in order.
+                // Delivered under the trainer lock so workers see steps in order.
                 self.0.broadcast(event);
             }
-            (outcome, job.checkpoint_due())
+            (outcome, trainer.checkpoint_due())
         };
         if outcome.released.is_some() {
             self.0.publish_progress();
             if checkpoint_due && self.0.store.is_some() {
-                let shared = self.0.clone();
+                let state = self.0.clone();
                 tokio::spawn(async move {
-                    let _ = shared.save_checkpoint().await;
+                    let _ = state.save_checkpoint().await;
                 });
             }
         }
@@ -221,8 +213,8 @@ impl Control for ControlService {
             anyk_proto::layout_from_wire(&wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let epoch = layout.epoch;
         let assignments = {
-            let mut job = self.0.job();
-            let assignments = job.set_layout(layout)?;
+            let mut trainer = self.0.trainer();
+            let assignments = trainer.set_layout(layout)?;
             for (worker, assignment) in assignments.iter().cloned() {
                 self.0.send_to(
                     worker,
@@ -239,15 +231,15 @@ impl Control for ControlService {
     }
 
     async fn get_progress(&self, _: Request<ProgressRequest>) -> Result<Response<Progress>, Status> {
-        Ok(Response::new(self.0.job().progress()))
+        Ok(Response::new(self.0.trainer().progress()))
     }
 
     type WatchProgressStream = ProgressStream;
 
     async fn watch_progress(&self, _: Request<ProgressRequest>) -> Result<Response<ProgressStream>, Status> {
         let (tx, rx) = mpsc::channel(1024);
-        let _ = tx.try_send(Ok(self.0.job().progress()));
-        self.0.watchers.lock().expect("watchers lock").push(tx);
+        let _ = tx.try_send(Ok(self.0.trainer().progress()));
+        lock(&self.0.watchers).push(tx);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -258,4 +250,10 @@ impl Control for ControlService {
         let (step, path) = self.0.save_checkpoint().await?;
         Ok(Response::new(CheckpointResponse { step, path }))
     }
+}
+
+/// Locks `mutex`, also after a panic elsewhere: no [`Trainer`] method panics on a request, and the
+/// stream registries hold no invariant that a panic could break half-way.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -11,19 +11,19 @@ pub fn decode(tensor: Option<&Tensor>, want: usize) -> Result<Vec<f32>, RequestE
     if tensor.dtype != DataType::F32 as i32 {
         return Err(RequestError::UnsupportedDtype(tensor.dtype));
     }
-    if tensor.data.len() as u64 != tensor.length.saturating_mul(4) {
-        return Err(RequestError::RaggedTensor {
+    let values = tensor_bytes::from_bytes(&tensor.data)
+        .ok()
+        .filter(|values| values.len() as u64 == tensor.length)
+        .ok_or(RequestError::RaggedTensor {
             length: tensor.length,
             bytes: tensor.data.len(),
-        });
-    }
+        })?;
     if tensor.length != want as u64 {
         return Err(RequestError::WrongLength {
             got: tensor.length,
             want: want as u64,
         });
     }
-    let values = tensor_bytes::from_bytes(&tensor.data).expect("length checked above");
     if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(RequestError::NotFinite { index, value });
     }

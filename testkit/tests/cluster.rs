@@ -1,6 +1,9 @@
 //! Smoke tests that prove the test cluster is a real control plane: scheduling onto fake GPU
 //! nodes, pod and node failure, RBAC, and apiserver validation.
 
+// A failed unwrap in a test is a failed test with a line number.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use anyk_testkit::{TestNamespace, admin_client, eventually, merge_json, token_client};

@@ -1,11 +1,11 @@
-//! Block files written by `anyk data split`: `block-NNNNN.safetensors` with `x` (f32, [N, F]) and
-//! `y` (i64, [N]), a `test.safetensors`, and `manifest.json` with the shape of the data set.
+//! Reading the block files written by `anyk data split` (their names and the manifest are
+//! defined in [`anyk_core::dataset`]).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use anyk_core::dataset::{FEATURES_TENSOR, LABELS_TENSOR, MANIFEST_FILE, Manifest, block_file};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,24 +23,17 @@ pub enum DataError {
     Missing { path: PathBuf, name: &'static str },
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct Manifest {
-    pub blocks: u32,
-    pub features: i64,
-    pub classes: i64,
-}
-
 pub fn manifest(dir: &Path) -> Result<Manifest, DataError> {
-    let path = dir.join("manifest.json");
+    let path = dir.join(MANIFEST_FILE);
     let text = std::fs::read_to_string(&path).map_err(|source| DataError::Read {
         path: path.clone(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|source| DataError::Manifest { path, source })
+    Manifest::from_json(&text).map_err(|source| DataError::Manifest { path, source })
 }
 
 pub fn block_path(dir: &Path, block: u32) -> PathBuf {
-    dir.join(format!("block-{block:05}.safetensors"))
+    dir.join(block_file(block))
 }
 
 /// Samples of one file, on the training device.
@@ -63,8 +56,8 @@ impl Samples {
             })
         };
         Ok(Self {
-            x: take("x")?.to_kind(Kind::Float).to_device(device),
-            y: take("y")?.to_kind(Kind::Int64).to_device(device),
+            x: take(FEATURES_TENSOR)?.to_kind(Kind::Float).to_device(device),
+            y: take(LABELS_TENSOR)?.to_kind(Kind::Int64).to_device(device),
         })
     }
 

@@ -3,9 +3,12 @@
 //! replacement, rebalance) and shows what happens.
 
 mod faults;
+mod fleet;
 mod processes;
+mod report;
 mod summary;
 mod supervisor;
+mod workdir;
 
 use std::path::PathBuf;
 
@@ -94,6 +97,13 @@ pub enum LocalError {
     Rpc(#[from] tonic::Status),
     #[error("failed to connect to the parameter server")]
     Connect(#[from] tonic::transport::Error),
+    #[error("failed to parse {path}")]
+    Manifest {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("failed to read the evaluation's result")]
+    Evaluation(#[source] serde_json::Error),
     #[error("{0}")]
     Process(String),
 }

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use anyk_proto::launch::{EvaluateLaunch, ServerLaunch, WorkerLaunch};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -28,12 +29,16 @@ fn log_file(logs: &Path, name: &str) -> Result<std::fs::File, LocalError> {
     })
 }
 
-/// Starts the server on a free loopback port; returns it and its URL.
-pub async fn start_server(bin: &Path, args: &[String], logs: &Path) -> Result<(Child, String), LocalError> {
+/// Starts the server (on a port chosen by the system when `launch.listen` has port 0) and
+/// returns it and its URL.
+pub async fn start_server(
+    bin: &Path,
+    launch: &ServerLaunch,
+    logs: &Path,
+) -> Result<(Child, String), LocalError> {
     let exe = bin.join("anyk-server");
     let mut child = Command::new(&exe)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
+        .args(launch.args())
         .stdout(Stdio::piped())
         .stderr(log_file(logs, "server")?)
         .kill_on_drop(true)
@@ -42,7 +47,10 @@ pub async fn start_server(bin: &Path, args: &[String], logs: &Path) -> Result<(C
             what: format!("start {}", exe.display()),
             source,
         })?;
-    let stdout = child.stdout.take().expect("piped");
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| LocalError::Process("anyk-server's stdout is not piped".into()))?;
     let mut lines = BufReader::new(stdout).lines();
     let line = lines
         .next_line()
@@ -61,24 +69,23 @@ pub async fn start_server(bin: &Path, args: &[String], logs: &Path) -> Result<(C
     Ok((child, format!("http://{addr}")))
 }
 
-/// Starts worker `id` with `args` (data, model, device, straggle).
+/// Starts `anyk-worker train`; its log is `worker-ID.log` (`worker-ID.INCARNATION.log` for
+/// replacements).
 pub fn start_worker(
     bin: &Path,
-    id: u32,
+    launch: &WorkerLaunch,
     incarnation: u32,
-    args: &[String],
     logs: &Path,
 ) -> Result<Child, LocalError> {
     let exe = bin.join("anyk-worker");
+    let id = launch.worker;
     let name = if incarnation == 0 {
         format!("worker-{id}")
     } else {
         format!("worker-{id}.{incarnation}")
     };
     Command::new(&exe)
-        .arg("train")
-        .args(["--worker", &id.to_string()])
-        .args(args)
+        .args(launch.args())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file(logs, &name)?)
@@ -90,13 +97,11 @@ pub fn start_worker(
         })
 }
 
-/// Runs `anyk-worker evaluate` on a checkpoint; returns its test accuracy.
-pub async fn evaluate(bin: &Path, checkpoint: &str, args: &[String]) -> Result<f64, LocalError> {
+/// Runs `anyk-worker evaluate`; returns its test accuracy.
+pub async fn evaluate(bin: &Path, launch: &EvaluateLaunch) -> Result<f64, LocalError> {
     let exe = bin.join("anyk-worker");
     let out = Command::new(&exe)
-        .arg("evaluate")
-        .args(["--checkpoint", checkpoint])
-        .args(args)
+        .args(launch.args())
         .output()
         .await
         .map_err(|source| LocalError::Io {
@@ -109,8 +114,7 @@ pub async fn evaluate(bin: &Path, checkpoint: &str, args: &[String]) -> Result<f
             String::from_utf8_lossy(&out.stderr)
         )));
     }
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| LocalError::Process(format!("evaluation printed no JSON: {e}")))?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(LocalError::Evaluation)?;
     json["accuracy"]
         .as_f64()
         .ok_or_else(|| LocalError::Process("evaluation JSON has no accuracy".into()))

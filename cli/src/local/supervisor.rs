@@ -1,90 +1,50 @@
-//! Plays the operator for a local run: pushes the layout, injects faults, repairs after a
-//! worker dies, starts its replacement and rebalances onto it, and collects the summary.
+//! Plays the operator for a local run: pushes the layout, injects faults, and heals with the
+//! core's policy ([`anyk_core::heal`]): repairs after a worker dies, starts its replacement and
+//! rebalances onto it once it joined; then collects the summary.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyk_core::{Layout, RepairError, plan, rebalance, repair, uncoded, verify};
+use anyk_core::{Layout, WorkerState, coverage_of, heal, plan, uncoded};
+use anyk_proto::launch::{EvaluateLaunch, ModelLaunch, ServerLaunch, WorkerLaunch};
 use anyk_proto::v1::{
     CheckpointRequest, Progress, ProgressRequest, SetLayoutRequest, control_client::ControlClient,
 };
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio::process::Child;
+use indicatif::ProgressBar;
 use tonic::transport::Channel;
 
-use super::processes::{bin_dir, evaluate, start_server, start_worker};
-use super::{Baseline, Faults, LocalArgs, LocalError, Summary};
-use crate::data_split::{self, SplitArgs};
+use super::fleet::Fleet;
+use super::processes::{bin_dir, evaluate, start_server};
+use super::report::{describe, moves_text, progress_bar, say, status_line, workers_text};
+use super::workdir::Workdir;
+use super::{Baseline, Kill, LocalArgs, LocalError, Summary};
 
 /// A run that makes no progress for this long has failed (and says where its logs are).
 const STALL: Duration = Duration::from_secs(90);
 
 pub async fn run(args: &LocalArgs) -> Result<Summary, LocalError> {
     let started = Instant::now();
-    let mut layout = match args.baseline {
+    let layout = match args.baseline {
         Some(Baseline::Sync) => uncoded(args.blocks, args.workers)?,
         None => plan(args.blocks, args.replication, args.workers, args.target)?,
     };
     let faults = args.faults();
     faults.check(args.workers).map_err(LocalError::Invalid)?;
-    let workdir = workdir(args)?;
-    let data = prepare_data(args, &workdir)?;
-    let (logs, checkpoints) = (workdir.join("logs"), workdir.join("checkpoints"));
-    for dir in [&logs, &checkpoints] {
-        // A fresh checkpoint directory: the server would otherwise resume an earlier run.
-        let _ = std::fs::remove_dir_all(dir);
-        std::fs::create_dir_all(dir).map_err(|source| LocalError::Io {
-            what: format!("create {}", dir.display()),
-            source,
-        })?;
-    }
+    let dirs = Workdir::prepare(args)?;
     let bin = bin_dir()?;
-    let server_args: Vec<String> = [
-        ("--blocks", args.blocks.to_string()),
-        ("--steps", args.steps.to_string()),
-        ("--batch", args.batch.to_string()),
-        ("--seed", args.seed.to_string()),
-        ("--lr", args.lr.to_string()),
-        ("--checkpoint-every", "0".to_string()),
-        ("--checkpoint-dir", checkpoints.display().to_string()),
-    ]
-    .into_iter()
-    .flat_map(|(k, v)| [k.to_string(), v])
-    .collect();
-    let (mut server, url) = start_server(&bin, &server_args, &logs).await?;
+    let (mut server, url) = start_server(&bin, &server_launch(args, &dirs.checkpoints), &dirs.logs).await?;
     let mut control = ControlClient::new(anyk_proto::transport::channel(&url)?);
     push(&mut control, &layout).await?;
-
-    let model_args: Vec<String> = vec![
-        "--data".into(),
-        data.display().to_string(),
-        "--model".into(),
-        args.model.clone(),
-        "--hidden".into(),
-        args.hidden.to_string(),
-        "--device".into(),
-        args.device.clone(),
-    ];
-    let worker_args = |straggle: f64| -> Vec<String> {
-        let mut v = vec![
-            "--server".into(),
-            url.clone(),
-            "--straggle".into(),
-            straggle.to_string(),
-        ];
-        v.extend(model_args.iter().cloned());
-        v
+    let model = ModelLaunch {
+        model: args.model.clone(),
+        hidden: args.hidden,
+        device: args.device.clone(),
+        ..ModelLaunch::new(&dirs.data)
     };
-    let mut workers: BTreeMap<u32, Child> = BTreeMap::new();
-    let mut incarnations: BTreeMap<u32, u32> = BTreeMap::new();
-    for w in 0..args.workers {
-        workers.insert(
-            w,
-            start_worker(&bin, w, 0, &worker_args(faults.straggle_factor(w)), &logs)?,
-        );
-        incarnations.insert(w, 0);
-    }
+    let launch = WorkerLaunch::new(url, 0, model.clone());
+    let fleet = Fleet::start(bin.clone(), dirs.logs.clone(), launch, args.workers, &faults)?;
 
     let mode = match args.baseline {
         Some(Baseline::Sync) => "baseline sync (uncoded)".to_string(),
@@ -101,187 +61,269 @@ pub async fn run(args: &LocalArgs) -> Result<Summary, LocalError> {
             layout.blocks,
             args.steps,
             describe(&faults),
-            logs.display()
+            dirs.logs.display()
         ),
     );
-
-    let mut stream = control.watch_progress(ProgressRequest {}).await?.into_inner();
-    let mut run = RunState {
-        live: (0..args.workers).collect(),
-        coverage_ok: true,
-        ..RunState::default()
-    };
     let mut kills = faults.kills.clone();
     kills.sort_by_key(|k| k.step);
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let mut last_change = Instant::now();
-    let last: Progress = loop {
-        tokio::select! {
-            msg = stream.message() => {
-                let p = msg?.ok_or_else(|| LocalError::Process(format!("the server closed its progress stream; see {}", logs.display())))?;
-                if p.step > run.step {
-                    last_change = Instant::now();
-                    run.record_steps(&p, &layout, &bar, args.every);
-                }
-                let due: Vec<_> = kills.iter().filter(|k| k.step <= p.step && !run.killed.contains(&k.worker)).copied().collect();
-                for k in due {
-                    if let Some(child) = workers.get_mut(&k.worker) {
-                        let _ = child.start_kill();
-                        say(&bar, format!("step {:>4}: killed worker {} (SIGKILL)", p.step, k.worker));
-                    }
-                    run.killed.insert(k.worker);
-                }
-                let joined: Vec<u32> = run.awaiting_join.iter()
-                    .filter(|(w, before)| joins(&p, **w) > **before).map(|(w, _)| *w).collect();
-                for w in joined {
-                    run.awaiting_join.remove(&w);
-                    if !layout.members.contains(&w) {
-                        let (next, moves) = rebalance(&layout, &[w]).expect("worker ids are in range");
-                        layout = next;
-                        push(&mut control, &layout).await?;
-                        run.rebalances += 1;
-                        say(&bar, format!("step {:>4}: replacement worker {w} joined; rebalance to epoch {}: {} block(s) moved to it", p.step, layout.epoch, moves.len()));
-                    }
-                }
-                run.progress = p;
-                if run.progress.finished {
-                    break run.progress.clone();
-                }
-            }
-            _ = tick.tick() => {
-                if last_change.elapsed() > STALL {
-                    return Err(LocalError::Process(format!("no progress for {STALL:?}; see the logs in {}", logs.display())));
-                }
-                let exited: Vec<(u32, bool)> = workers.iter_mut()
-                    .filter_map(|(w, c)| c.try_wait().ok().flatten().map(|s| (*w, s.success())))
-                    .collect();
-                for (w, clean) in exited {
-                    workers.remove(&w);
-                    if clean {
-                        continue;
-                    }
-                    run.live.remove(&w);
-                    let step = run.progress.step;
-                    match repair(&layout, &[w]) {
-                        Ok((next, moves)) => {
-                            layout = next;
-                            push(&mut control, &layout).await?;
-                            run.repairs += 1;
-                            let cov = verify(&layout, &run.live);
-                            say(&bar, format!(
-                                "step {step:>4}: worker {w} lost; repair to epoch {}: {} copy(ies) moved ({}), margin {}",
-                                layout.epoch, moves.len(), moves_text(&moves), cov.margin
-                            ));
-                        }
-                        Err(RepairError::CoverageLost { live, target }) => say(&bar, format!(
-                            "step {step:>4}: worker {w} lost; COVERAGE LOST ({live} live < k={target}): aggregation waits for a replacement"
-                        )),
-                        Err(e) => return Err(LocalError::Process(e.to_string())),
-                    }
-                    let inc = incarnations.entry(w).or_default();
-                    *inc += 1;
-                    workers.insert(w, start_worker(&bin, w, *inc, &worker_args(1.0), &logs)?);
-                    run.live.insert(w);
-                    run.awaiting_join.insert(w, joins(&run.progress, w));
-                }
-            }
-        }
-    };
-    bar.finish_and_clear();
+    let mut supervisor = Supervisor::new(control, layout, fleet, bar, args.every, kills, &dirs.logs);
+    let last = supervisor.supervise().await?;
+    supervisor.bar.finish_and_clear();
 
-    let ckpt = control.checkpoint(CheckpointRequest {}).await?.into_inner();
-    let accuracy = evaluate(&bin, &ckpt.path, &model_args).await?;
-    // Workers leave on their own once told training finished; make sure of it.
-    for (_, mut child) in workers {
-        if tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
-        }
-    }
+    let ckpt = supervisor
+        .control
+        .checkpoint(CheckpointRequest {})
+        .await?
+        .into_inner();
+    let evaluation = EvaluateLaunch {
+        checkpoint: ckpt.path.into(),
+        samples: None,
+        model,
+    };
+    let accuracy = evaluate(&bin, &evaluation).await?;
+    supervisor.fleet.finish().await;
     let _ = server.kill().await;
-    let steps = last.step.max(1);
-    Ok(Summary {
-        mode,
-        workers: layout.workers,
-        replication: layout.replication,
-        target: layout.target,
-        blocks: layout.blocks,
-        steps: last.step,
-        final_test_accuracy: accuracy,
-        final_loss: last.loss,
-        mean_step_ms: last.mean_step_ms,
-        stragglers_skipped: last.stragglers_skipped,
-        late_gradients_dropped: last.late_gradients_dropped,
-        redundant_gradients_dropped: last.redundant_gradients_dropped,
-        workers_killed: run.killed.len() as u64,
-        repairs: run.repairs,
-        rebalances: run.rebalances,
-        coverage_held_every_step: run.coverage_ok,
-        gradients_per_step: last.gradients_received as f64 / steps as f64,
-        wall_seconds: started.elapsed().as_secs_f64(),
-        param_sha256: last.param_sha256,
-    })
+    Ok(supervisor.summary(mode, &last, accuracy, started))
 }
 
-#[derive(Default)]
-struct RunState {
+/// The server of a local run: loopback, a port of the system's choosing, a checkpoint only at
+/// the end.
+fn server_launch(args: &LocalArgs, checkpoints: &Path) -> ServerLaunch {
+    ServerLaunch {
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        steps: args.steps,
+        batch: args.batch,
+        seed: args.seed,
+        lr: args.lr,
+        checkpoint_every: 0,
+        checkpoint_dir: Some(checkpoints.to_path_buf()),
+        ..ServerLaunch::new(args.blocks)
+    }
+}
+
+struct Supervisor {
+    control: ControlClient<Channel>,
+    layout: Layout,
+    fleet: Fleet,
+    bar: ProgressBar,
+    every: u64,
+    /// Faults still to inject, by step.
+    kills: Vec<Kill>,
+    logs: String,
+    /// The last step whose coverage was checked.
     step: u64,
     progress: Progress,
-    live: BTreeSet<u32>,
     killed: BTreeSet<u32>,
-    /// Replacement workers and the join count their id had when they were started.
-    awaiting_join: BTreeMap<u32, u64>,
     coverage_ok: bool,
     repairs: u64,
     rebalances: u64,
 }
 
-impl RunState {
-    /// Checks coverage for every step completed since the last report, and shows progress.
-    fn record_steps(&mut self, p: &Progress, layout: &Layout, bar: &ProgressBar, every: u64) {
-        let cov = verify(layout, &self.live);
-        self.coverage_ok &= cov.holds;
-        bar.set_position(p.step);
-        bar.set_message(format!(
-            "loss {:.3}  epoch {}  margin {}",
-            p.loss, layout.epoch, cov.margin
-        ));
-        if every > 0 && (self.step + 1..=p.step).any(|s| s % every == 0 || s == 1) {
-            let skipped = if p.skipped_last_step.is_empty() {
-                "none".to_string()
-            } else {
-                p.skipped_last_step
-                    .iter()
-                    .map(|w| format!("w{w}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            };
-            say(
-                bar,
+impl Supervisor {
+    fn new(
+        control: ControlClient<Channel>,
+        layout: Layout,
+        fleet: Fleet,
+        bar: ProgressBar,
+        every: u64,
+        kills: Vec<Kill>,
+        logs: &Path,
+    ) -> Self {
+        Self {
+            control,
+            layout,
+            fleet,
+            bar,
+            every,
+            kills,
+            logs: logs.display().to_string(),
+            step: 0,
+            progress: Progress::default(),
+            killed: BTreeSet::new(),
+            coverage_ok: true,
+            repairs: 0,
+            rebalances: 0,
+        }
+    }
+
+    /// Watches the job until it finished; returns its last progress.
+    async fn supervise(&mut self) -> Result<Progress, LocalError> {
+        let mut stream = self
+            .control
+            .watch_progress(ProgressRequest {})
+            .await?
+            .into_inner();
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut last_change = Instant::now();
+        loop {
+            tokio::select! {
+                msg = stream.message() => {
+                    let p = msg?.ok_or_else(|| LocalError::Process(format!(
+                        "the server closed its progress stream; see {}", self.logs
+                    )))?;
+                    if p.step > self.step {
+                        last_change = Instant::now();
+                    }
+                    self.on_progress(p).await?;
+                    if self.progress.finished {
+                        return Ok(self.progress.clone());
+                    }
+                }
+                _ = tick.tick() => {
+                    if last_change.elapsed() > STALL {
+                        return Err(LocalError::Process(format!(
+                            "no progress for {STALL:?}; see the logs in {}", self.logs
+                        )));
+                    }
+                    self.on_tick().await?;
+                }
+            }
+        }
+    }
+
+    /// A progress report: check coverage, inject the kills that are due, heal with the workers
+    /// that joined.
+    async fn on_progress(&mut self, p: Progress) -> Result<(), LocalError> {
+        if p.step > self.step {
+            self.record_steps(&p);
+        }
+        let due: Vec<Kill> = self
+            .kills
+            .iter()
+            .filter(|k| k.step <= p.step && !self.killed.contains(&k.worker))
+            .copied()
+            .collect();
+        let killing = !due.is_empty();
+        for k in due {
+            if self.fleet.kill(k.worker).await {
+                let line = format!("step {:>4}: killed worker {} (SIGKILL)", p.step, k.worker);
+                say(&self.bar, line);
+            }
+            self.killed.insert(k.worker);
+        }
+        if killing {
+            // Handled at once rather than at the next tick: on a busy machine a tick can come
+            // after the job has trained on (or finished) without the repair the run injects.
+            self.on_tick().await?;
+        }
+        // One worker at a time, so each join is its own rebalance.
+        for w in self.fleet.joined(&p) {
+            self.fleet.set(w, WorkerState::Ready);
+            self.heal(p.step).await?;
+        }
+        self.progress = p;
+        Ok(())
+    }
+
+    /// Every tick: workers whose process died are lost; heal, then start their replacements.
+    async fn on_tick(&mut self) -> Result<(), LocalError> {
+        // One worker at a time, so each loss is its own repair.
+        for w in self.fleet.reap() {
+            self.fleet.set(w, WorkerState::Failed);
+            self.heal(self.progress.step).await?;
+            self.fleet.replace(w, &self.progress)?;
+        }
+        Ok(())
+    }
+
+    /// One pass of the healing policy over what the fleet looks like now; pushes the new layout
+    /// and says what changed.
+    async fn heal(&mut self, step: u64) -> Result<(), LocalError> {
+        let before = self.layout.clone();
+        let healing = heal(&before, self.fleet.states(), true);
+        if healing.layout != before {
+            self.layout = healing.layout.clone();
+            push(&mut self.control, &self.layout).await?;
+        }
+        if !healing.lost.is_empty() {
+            let lost = workers_text(&healing.lost);
+            let line = if healing.coverage_lost {
+                let live = before.members.len().saturating_sub(healing.lost.len());
                 format!(
-                    "step {:>4}/{}  loss {:.4}  epoch {}  coverage {} (margin {})  skipped {}  {:.1} ms/step",
-                    p.step,
-                    p.total_steps,
-                    p.loss,
-                    layout.epoch,
-                    if cov.holds { "ok" } else { "LOST" },
-                    cov.margin,
-                    skipped,
-                    p.mean_step_ms
+                    "step {step:>4}: {lost} lost; COVERAGE LOST ({live} live < k={}): aggregation waits for a replacement",
+                    before.target
+                )
+            } else {
+                self.repairs += 1;
+                let cov = coverage_of(&self.layout, &self.fleet.running());
+                let moves = &healing.repair_moves;
+                format!(
+                    "step {step:>4}: {lost} lost; repair to epoch {}: {} copy(ies) moved ({}), margin {}",
+                    self.layout.epoch,
+                    moves.len(),
+                    moves_text(moves),
+                    cov.margin
+                )
+            };
+            say(&self.bar, line);
+        }
+        if !healing.joined.is_empty() {
+            self.rebalances += 1;
+            let moved = copies_added(&before, &healing.layout);
+            let them = if healing.joined.len() == 1 { "it" } else { "them" };
+            say(
+                &self.bar,
+                format!(
+                    "step {step:>4}: replacement {} joined; rebalance to epoch {}: {moved} block(s) moved to {them}",
+                    workers_text(&healing.joined),
+                    self.layout.epoch
                 ),
             );
         }
+        Ok(())
+    }
+
+    /// Checks coverage for every step completed since the last report, and shows progress.
+    fn record_steps(&mut self, p: &Progress) {
+        let cov = coverage_of(&self.layout, &self.fleet.running());
+        self.coverage_ok &= cov.holds;
+        self.bar.set_position(p.step);
+        self.bar.set_message(format!(
+            "loss {:.3}  epoch {}  margin {}",
+            p.loss, self.layout.epoch, cov.margin
+        ));
+        let every = self.every;
+        if every > 0 && (self.step + 1..=p.step).any(|s| s % every == 0 || s == 1) {
+            say(&self.bar, status_line(p, self.layout.epoch, &cov));
+        }
         self.step = p.step;
+    }
+
+    fn summary(&self, mode: String, last: &Progress, accuracy: f64, started: Instant) -> Summary {
+        let layout = &self.layout;
+        Summary {
+            mode,
+            workers: layout.workers,
+            replication: layout.replication,
+            target: layout.target,
+            blocks: layout.blocks,
+            steps: last.step,
+            final_test_accuracy: accuracy,
+            final_loss: last.loss,
+            mean_step_ms: last.mean_step_ms,
+            stragglers_skipped: last.stragglers_skipped,
+            late_gradients_dropped: last.late_gradients_dropped,
+            redundant_gradients_dropped: last.redundant_gradients_dropped,
+            workers_killed: self.killed.len() as u64,
+            repairs: self.repairs,
+            rebalances: self.rebalances,
+            coverage_held_every_step: self.coverage_ok,
+            gradients_per_step: last.gradients_received as f64 / last.step.max(1) as f64,
+            wall_seconds: started.elapsed().as_secs_f64(),
+            param_sha256: last.param_sha256.clone(),
+        }
     }
 }
 
-fn joins(p: &Progress, worker: u32) -> u64 {
-    p.workers
+/// Copies that `after` places on a worker that did not hold that block in `before`: what a
+/// rebalance moved (each of its moves hands a block to a worker that lacked it).
+fn copies_added(before: &Layout, after: &Layout) -> usize {
+    before
+        .holders
         .iter()
-        .find(|w| w.worker == worker)
-        .map_or(0, |w| w.joins)
+        .zip(&after.holders)
+        .map(|(old, new)| new.iter().filter(|w| !old.contains(w)).count())
+        .sum()
 }
 
 async fn push(control: &mut ControlClient<Channel>, layout: &Layout) -> Result<(), LocalError> {
@@ -290,95 +332,4 @@ async fn push(control: &mut ControlClient<Channel>, layout: &Layout) -> Result<(
         .set_layout(SetLayoutRequest { layout: Some(wire) })
         .await?;
     Ok(())
-}
-
-fn say(bar: &ProgressBar, line: String) {
-    bar.suspend(|| println!("{line}"));
-}
-
-fn progress_bar(steps: u64) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40.cyan/blue} {pos:>5}/{len} steps  {msg}  [{elapsed}]")
-            .expect("valid template"),
-    );
-    bar
-}
-
-fn describe(faults: &Faults) -> String {
-    let mut parts: Vec<String> = faults
-        .stragglers
-        .iter()
-        .map(|s| format!("worker {} {}x slower", s.worker, s.factor))
-        .collect();
-    parts.extend(
-        faults
-            .kills
-            .iter()
-            .map(|k| format!("worker {} killed at step {}", k.worker, k.step)),
-    );
-    if parts.is_empty() {
-        "none".into()
-    } else {
-        parts.join(", ")
-    }
-}
-
-fn moves_text(moves: &[anyk_core::Move]) -> String {
-    moves
-        .iter()
-        .map(|m| format!("b{}->w{}", m.block, m.to))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn workdir(args: &LocalArgs) -> Result<PathBuf, LocalError> {
-    let dir = args
-        .workdir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("anyk-local-{}", std::process::id())));
-    std::fs::create_dir_all(&dir).map_err(|source| LocalError::Io {
-        what: format!("create {}", dir.display()),
-        source,
-    })?;
-    Ok(dir)
-}
-
-/// Block files for this run: the given directory, or a split of the given (or bundled) file.
-fn prepare_data(args: &LocalArgs, workdir: &Path) -> Result<PathBuf, LocalError> {
-    let input = args.data.clone().unwrap_or_else(bundled_digits);
-    if input.is_dir() {
-        let manifest =
-            std::fs::read_to_string(input.join("manifest.json")).map_err(|source| LocalError::Io {
-                what: format!("read {}/manifest.json", input.display()),
-                source,
-            })?;
-        let blocks = serde_json::from_str::<serde_json::Value>(&manifest)
-            .ok()
-            .and_then(|m| m["blocks"].as_u64());
-        if blocks != Some(u64::from(args.blocks)) {
-            return Err(LocalError::Invalid(format!(
-                "{} holds {blocks:?} blocks but --blocks is {}",
-                input.display(),
-                args.blocks
-            )));
-        }
-        return Ok(input);
-    }
-    let out = workdir.join("data");
-    data_split::run(&SplitArgs {
-        input,
-        blocks: args.blocks,
-        out: out.clone(),
-        test_fraction: 0.2,
-        seed: 0,
-    })?;
-    Ok(out)
-}
-
-/// The digits data set shipped in the repository (data/digits.csv.gz).
-fn bundled_digits() -> PathBuf {
-    std::env::var_os("ANYK_DATA_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/digits.csv.gz"))
 }

@@ -1,5 +1,8 @@
 //! Runs the real `anyk` binary (which starts the real anyk-server and anyk-worker processes).
 
+// A failed unwrap in a test is a failed test with a line number.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -9,7 +12,7 @@ static LOCAL_RUNS: Mutex<()> = Mutex::new(());
 
 pub fn anyk(args: &[&str]) -> Output {
     let exe = env!("CARGO_BIN_EXE_anyk");
-    let dir = Path::new(exe).parent().unwrap();
+    let dir = Path::new(exe).parent().expect("a binary lives in a directory");
     for sibling in ["anyk-server", "anyk-worker"] {
         assert!(
             dir.join(sibling).exists(),

@@ -10,8 +10,9 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 
 use super::decide::{Actions, Decision, Deletion, Next, Seen, Then, Training, after_server, decide};
-use crate::crd::{Progress, TrainingJob, TrainingJobStatus};
+use crate::crd::{TrainingJob, TrainingJobStatus};
 use crate::observe::Observed;
+use crate::status::tests::server_at;
 use crate::status::{ServerState, phase};
 
 fn job() -> TrainingJob {
@@ -295,16 +296,7 @@ fn the_final_step_makes_the_job_succeed_and_starts_its_ttl() {
     let mut job = job();
     job.spec.ttl_seconds_after_finished = Some(30);
     let d = decide(&job, &seen(&running_status(), [Ready; 8], Ready));
-    let progress = Progress {
-        step: 300,
-        total_steps: 300,
-        ..Progress::default()
-    };
-    let server = ServerState::Reachable {
-        progress,
-        finished: true,
-    };
-    let (actions, next) = after_server(&job, training(&d), server, at(100));
+    let (actions, next) = after_server(&job, training(&d), server_at(300, true), at(100));
     assert_eq!(reasons(&actions), ["Succeeded"]);
     let status = actions.status.unwrap();
     assert_eq!(status.phase.as_deref(), Some(phase::SUCCEEDED));
@@ -316,10 +308,7 @@ fn the_final_step_makes_the_job_succeed_and_starts_its_ttl() {
 fn requeue_follows_urgency_progress_and_node_grace() {
     let healthy = decide(&job(), &seen(&running_status(), [Ready; 8], Ready));
     let replacing = decide(&job(), &seen(&running_status(), with_one(Failed, 2), Ready));
-    let progress = ServerState::Reachable {
-        progress: Progress::default(),
-        finished: false,
-    };
+    let progress = server_at(0, false);
     let unreachable = ServerState::Unreachable("no route".into());
     let after = |d: &Decision, server: ServerState| after_server(&job(), training(d), server, at(100)).1;
     assert_eq!(
@@ -350,15 +339,6 @@ fn progress_is_written_only_when_it_changed() {
     let t = training(&d);
     let (quiet, _) = after_server(&job(), t, ServerState::NotAsked, at(100));
     assert_eq!(quiet.status, None);
-    let progress = Progress {
-        step: 7,
-        total_steps: 300,
-        ..Progress::default()
-    };
-    let server = ServerState::Reachable {
-        progress,
-        finished: false,
-    };
-    let (moved, _) = after_server(&job(), t, server, at(100));
+    let (moved, _) = after_server(&job(), t, server_at(7, false), at(100));
     assert_eq!(moved.status.unwrap().progress.unwrap().step, 7);
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use anyk_core::{Coverage, Layout, verify as coverage_of};
+use anyk_core::{Coverage, Layout, coverage_of};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
@@ -305,4 +305,4 @@ fn keep_transition_times(previous: &[Condition], mut next: Vec<Condition>) -> Ve
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -10,35 +10,22 @@ use anyk_core::minibatch::minibatch;
 use anyk_core::tensor_bytes;
 use anyk_proto::transport::MAX_MESSAGE_BYTES;
 use anyk_proto::v1::{
-    Assignment, GradientRequest, InitializeRequest, JoinRequest, JoinResponse, SubscribeRequest, Tensor,
-    TrainingSettings, WorkerEvent, training_client::TrainingClient, worker_event::Event,
+    Assignment, GradientRequest, GradientResponse, InitializeRequest, JoinRequest, JoinResponse,
+    SubscribeRequest, Tensor, TrainingSettings, WorkerEvent, training_client::TrainingClient,
+    worker_event::Event,
 };
 use tch::Device;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::data::{BlockCache, DataError};
-use crate::model::{Model, ModelError, ModelSpec};
-use crate::straggle::Straggle;
+mod error;
 
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("failed to reach the parameter server")]
-    Connect(#[from] tonic::transport::Error),
-    #[error("parameter server refused {action}")]
-    Refused { action: &'static str, source: Status },
-    #[error("failed to load block data")]
-    Data(#[from] DataError),
-    #[error("failed to compute a gradient")]
-    Model(#[from] ModelError),
-    #[error("this worker's model has {local} parameters but the job's has {job}: wrong --model?")]
-    ModelMismatch { local: u64, job: u64 },
-    #[error("the server's event stream ended before training finished")]
-    StreamEnded,
-    #[error("the server's event stream failed")]
-    Stream(#[from] Status),
-}
+pub use error::RunError;
+
+use crate::data::BlockCache;
+use crate::model::{Model, ModelSpec};
+use crate::straggle::Straggle;
 
 pub struct WorkerConfig {
     pub server: String,
@@ -62,23 +49,6 @@ pub struct RunStats {
 struct Step {
     number: u64,
     params: Vec<f32>,
-}
-
-impl RunError {
-    /// The server went away (its pod was replaced, or it restarted): joining again may work.
-    pub fn server_gone(&self) -> bool {
-        let gone = |status: &Status| {
-            matches!(
-                status.code(),
-                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-            )
-        };
-        match self {
-            RunError::Connect(_) | RunError::StreamEnded => true,
-            RunError::Stream(status) | RunError::Refused { source: status, .. } => gone(status),
-            RunError::Data(_) | RunError::Model(_) | RunError::ModelMismatch { .. } => false,
-        }
-    }
 }
 
 /// [`run`], joining again while the server is gone, for up to `window` at a time: a replaced
@@ -229,17 +199,10 @@ impl Worker<'_> {
             if self.drain(events)? {
                 return Ok(true);
             }
-            if self.pending.is_some() {
-                self.stats.steps_abandoned += 1;
+            if self.abandoned() {
                 return Ok(false);
             }
-            let next = self
-                .assignment
-                .blocks
-                .iter()
-                .copied()
-                .find(|b| !done.contains(b) && !covered.contains(b));
-            let Some(block) = next else {
+            let Some(block) = self.next_block(&done, &covered) else {
                 self.stats.steps += 1;
                 return Ok(false);
             };
@@ -251,34 +214,11 @@ impl Worker<'_> {
             if !delay.is_zero() && self.wait_interruptibly(delay, events).await? {
                 return Ok(true);
             }
-            if self.pending.is_some() {
-                self.stats.steps_abandoned += 1;
+            if self.abandoned() {
                 return Ok(false);
             }
-            let request = GradientRequest {
-                worker: self.config.worker,
-                step,
-                epoch: self.assignment.epoch,
-                blocks: vec![block],
-                gradient: Some(Tensor::from_f32(&gradient)),
-                loss,
-            };
-            self.stats.gradients_sent += 1;
-            let pushed = Instant::now();
-            let result = self.client.push_gradient(request).await;
-            let send = pushed.elapsed();
-            // Exponential average, so one slow round trip does not dominate the straggle delay.
-            self.send_time = (self.send_time * 3 + send) / 4;
-            tracing::debug!(
-                step,
-                block,
-                compute_us = compute.as_micros() as u64,
-                send_us = send.as_micros() as u64,
-                "block"
-            );
-            match result {
+            match self.push(step, block, &gradient, loss, compute).await {
                 Ok(response) => {
-                    let response = response.into_inner();
                     covered.extend(response.covered);
                     if response.step_done {
                         self.stats.steps += 1;
@@ -308,6 +248,55 @@ impl Worker<'_> {
             }
             self.stats.blocks_skipped = self.stats.blocks_skipped.max(covered.len() as u64);
         }
+    }
+
+    /// The first assigned block neither computed yet nor covered by others.
+    fn next_block(&self, done: &BTreeSet<u32>, covered: &BTreeSet<u32>) -> Option<u32> {
+        self.assignment
+            .blocks
+            .iter()
+            .copied()
+            .find(|b| !done.contains(b) && !covered.contains(b))
+    }
+
+    /// A newer step arrived: this one is abandoned (and counted).
+    fn abandoned(&mut self) -> bool {
+        let abandoned = self.pending.is_some();
+        self.stats.steps_abandoned += u64::from(abandoned);
+        abandoned
+    }
+
+    /// Sends one block's gradient, timing the round trip.
+    async fn push(
+        &mut self,
+        step: u64,
+        block: u32,
+        gradient: &[f32],
+        loss: f32,
+        compute: Duration,
+    ) -> Result<GradientResponse, Status> {
+        let request = GradientRequest {
+            worker: self.config.worker,
+            step,
+            epoch: self.assignment.epoch,
+            blocks: vec![block],
+            gradient: Some(Tensor::from_f32(gradient)),
+            loss,
+        };
+        self.stats.gradients_sent += 1;
+        let pushed = Instant::now();
+        let result = self.client.push_gradient(request).await;
+        let send = pushed.elapsed();
+        // Exponential average, so one slow round trip does not dominate the straggle delay.
+        self.send_time = (self.send_time * 3 + send) / 4;
+        tracing::debug!(
+            step,
+            block,
+            compute_us = compute.as_micros() as u64,
+            send_us = send.as_micros() as u64,
+            "block"
+        );
+        result.map(tonic::Response::into_inner)
     }
 
     fn block_gradient(

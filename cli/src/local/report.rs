@@ -1,0 +1,83 @@
+//! What a local run prints while it runs: a progress bar on stderr and event lines on stdout.
+
+use anyk_core::{Coverage, Move};
+use anyk_proto::v1::Progress;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::Faults;
+
+/// Prints `line` on stdout without tearing the progress bar.
+pub fn say(bar: &ProgressBar, line: String) {
+    bar.suspend(|| println!("{line}"));
+}
+
+pub fn progress_bar(steps: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
+    // The template is a constant; should it not parse, the bar keeps indicatif's default style.
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40.cyan/blue} {pos:>5}/{len} steps  {msg}  [{elapsed}]")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// The status line printed every `--every` steps.
+pub fn status_line(p: &Progress, epoch: u64, cov: &Coverage) -> String {
+    let skipped = if p.skipped_last_step.is_empty() {
+        "none".to_string()
+    } else {
+        p.skipped_last_step
+            .iter()
+            .map(|w| format!("w{w}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        "step {:>4}/{}  loss {:.4}  epoch {}  coverage {} (margin {})  skipped {}  {:.1} ms/step",
+        p.step,
+        p.total_steps,
+        p.loss,
+        epoch,
+        if cov.holds { "ok" } else { "LOST" },
+        cov.margin,
+        skipped,
+        p.mean_step_ms
+    )
+}
+
+pub fn describe(faults: &Faults) -> String {
+    let mut parts: Vec<String> = faults
+        .stragglers
+        .iter()
+        .map(|s| format!("worker {} {}x slower", s.worker, s.factor))
+        .collect();
+    parts.extend(
+        faults
+            .kills
+            .iter()
+            .map(|k| format!("worker {} killed at step {}", k.worker, k.step)),
+    );
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+pub fn moves_text(moves: &[Move]) -> String {
+    moves
+        .iter()
+        .map(|m| format!("b{}->w{}", m.block, m.to))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// "worker 3" or "workers 2, 6".
+pub fn workers_text(workers: &[u32]) -> String {
+    let ids: Vec<String> = workers.iter().map(u32::to_string).collect();
+    match ids.as_slice() {
+        [one] => format!("worker {one}"),
+        _ => format!("workers {}", ids.join(", ")),
+    }
+}

@@ -1,0 +1,351 @@
+//! The command lines of `anyk-server` and `anyk-worker`, defined once: the binaries parse these
+//! very structs (clap) and every launcher (the operator's pods, `anyk local`) renders them with
+//! `args()`, so a flag cannot be spelled differently on the two sides.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+
+use anyk_core::OptimizerKind;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Subcommand};
+
+/// Defaults shared by the clap attributes and the constructors.
+mod defaults {
+    use super::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+    pub const LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 50051));
+    pub const STEPS: u64 = 300;
+    pub const BATCH: u32 = 32;
+    pub const SEED: u64 = 1;
+    pub const LR: f32 = 0.01;
+    pub const MOMENTUM: f32 = 0.9;
+    pub const CHECKPOINT_EVERY: u64 = 50;
+    pub const MODEL: &str = "mlp";
+    pub const HIDDEN: i64 = 128;
+    pub const DEVICE: &str = "auto";
+    pub const THREADS: i32 = 1;
+    pub const STRAGGLE: f64 = 1.0;
+    pub const REJOIN_SECONDS: u64 = 120;
+}
+
+/// `--optimizer`: the names come from [`OptimizerKind`], and `--help` lists them.
+fn optimizer_parser() -> impl TypedValueParser<Value = OptimizerKind> {
+    PossibleValuesParser::new(OptimizerKind::ALL.map(OptimizerKind::as_str))
+        .try_map(|name| name.parse::<OptimizerKind>())
+}
+
+/// `anyk-server`'s arguments.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct ServerLaunch {
+    /// Address to listen on (port 0 picks a free port; the chosen address is printed).
+    #[arg(long, env = "ANYK_LISTEN", default_value_t = defaults::LISTEN)]
+    pub listen: SocketAddr,
+    /// Number of data blocks m.
+    #[arg(long, env = "ANYK_BLOCKS")]
+    pub blocks: u32,
+    /// Training steps.
+    #[arg(long, env = "ANYK_STEPS", default_value_t = defaults::STEPS)]
+    pub steps: u64,
+    /// Minibatch size drawn from each block per step.
+    #[arg(long, env = "ANYK_BATCH", default_value_t = defaults::BATCH)]
+    pub batch: u32,
+    #[arg(long, env = "ANYK_SEED", default_value_t = defaults::SEED)]
+    pub seed: u64,
+    #[arg(long, env = "ANYK_OPTIMIZER", value_parser = optimizer_parser(), default_value_t = OptimizerKind::Adam)]
+    pub optimizer: OptimizerKind,
+    #[arg(long, env = "ANYK_LR", default_value_t = defaults::LR)]
+    pub lr: f32,
+    /// Momentum for SGD.
+    #[arg(long, env = "ANYK_MOMENTUM", default_value_t = defaults::MOMENTUM)]
+    pub momentum: f32,
+    /// Directory for checkpoints; the server resumes from the newest one found there.
+    #[arg(long, env = "ANYK_CHECKPOINT_DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Checkpoint every N steps (0: only at the end and on shutdown).
+    #[arg(long, env = "ANYK_CHECKPOINT_EVERY", default_value_t = defaults::CHECKPOINT_EVERY)]
+    pub checkpoint_every: u64,
+    /// Largest gRPC message accepted, in bytes.
+    #[arg(long, env = "ANYK_MAX_MESSAGE_BYTES", default_value_t = crate::transport::MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+}
+
+impl ServerLaunch {
+    /// A server for `blocks` blocks with every other argument at its default.
+    pub fn new(blocks: u32) -> Self {
+        Self {
+            listen: defaults::LISTEN,
+            blocks,
+            steps: defaults::STEPS,
+            batch: defaults::BATCH,
+            seed: defaults::SEED,
+            optimizer: OptimizerKind::Adam,
+            lr: defaults::LR,
+            momentum: defaults::MOMENTUM,
+            checkpoint_dir: None,
+            checkpoint_every: defaults::CHECKPOINT_EVERY,
+            max_message_bytes: crate::transport::MAX_MESSAGE_BYTES,
+        }
+    }
+
+    /// The command line (without the program name), every argument explicit.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = flags([
+            ("--listen", self.listen.to_string()),
+            ("--blocks", self.blocks.to_string()),
+            ("--steps", self.steps.to_string()),
+            ("--batch", self.batch.to_string()),
+            ("--seed", self.seed.to_string()),
+            ("--optimizer", self.optimizer.to_string()),
+            ("--lr", self.lr.to_string()),
+            ("--momentum", self.momentum.to_string()),
+            ("--checkpoint-every", self.checkpoint_every.to_string()),
+            ("--max-message-bytes", self.max_message_bytes.to_string()),
+        ]);
+        if let Some(dir) = &self.checkpoint_dir {
+            args.extend(flags([("--checkpoint-dir", path(dir))]));
+        }
+        args
+    }
+}
+
+/// `anyk-worker`'s subcommands.
+#[derive(Debug, Clone, PartialEq, Subcommand)]
+pub enum WorkerCommand {
+    /// Join a parameter server and train on the blocks it assigns.
+    Train(WorkerLaunch),
+    /// Print the test accuracy of a checkpoint's parameters as JSON.
+    Evaluate(EvaluateLaunch),
+}
+
+impl WorkerCommand {
+    /// The command line (without the program name), subcommand first.
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            Self::Train(launch) => launch.args(),
+            Self::Evaluate(launch) => launch.args(),
+        }
+    }
+}
+
+/// `anyk-worker train`'s arguments.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct WorkerLaunch {
+    /// Parameter server URL.
+    #[arg(long, env = "ANYK_SERVER")]
+    pub server: String,
+    /// This worker's id (0..n).
+    #[arg(long, env = "ANYK_WORKER")]
+    pub worker: u32,
+    /// Slow this worker down by a factor (sleeping, for demos and benchmarks).
+    #[arg(long, env = "ANYK_STRAGGLE", default_value_t = defaults::STRAGGLE)]
+    pub straggle: f64,
+    /// When the server goes away (a replaced server pod), keep joining again for this long.
+    #[arg(long, env = "ANYK_REJOIN_SECONDS", default_value_t = defaults::REJOIN_SECONDS)]
+    pub rejoin_seconds: u64,
+    #[command(flatten)]
+    pub model: ModelLaunch,
+}
+
+impl WorkerLaunch {
+    /// Worker `worker` of the server at `server`, not slowed down, default rejoin window.
+    pub fn new(server: impl Into<String>, worker: u32, model: ModelLaunch) -> Self {
+        Self {
+            server: server.into(),
+            worker,
+            straggle: defaults::STRAGGLE,
+            rejoin_seconds: defaults::REJOIN_SECONDS,
+            model,
+        }
+    }
+
+    /// The command line (without the program name): `train` and every argument.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec!["train".to_string()];
+        args.extend(flags([
+            ("--server", self.server.clone()),
+            ("--worker", self.worker.to_string()),
+            ("--straggle", self.straggle.to_string()),
+            ("--rejoin-seconds", self.rejoin_seconds.to_string()),
+        ]));
+        args.extend(self.model.args());
+        args
+    }
+}
+
+/// `anyk-worker evaluate`'s arguments.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct EvaluateLaunch {
+    /// Checkpoint file written by the parameter server.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Samples to evaluate on (defaults to DATA/test.safetensors).
+    #[arg(long)]
+    pub samples: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelLaunch,
+}
+
+impl EvaluateLaunch {
+    /// The command line (without the program name): `evaluate` and every argument.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec!["evaluate".to_string()];
+        args.extend(flags([("--checkpoint", path(&self.checkpoint))]));
+        if let Some(samples) = &self.samples {
+            args.extend(flags([("--samples", path(samples))]));
+        }
+        args.extend(self.model.args());
+        args
+    }
+}
+
+/// The model and data a worker trains or evaluates, and where it computes.
+#[derive(Debug, Clone, PartialEq, Args)]
+pub struct ModelLaunch {
+    /// Directory written by `anyk data split` (block files and manifest.json).
+    #[arg(long, env = "ANYK_DATA")]
+    pub data: PathBuf,
+    /// `mlp` (built in) or the path of a TorchScript file whose forward(x) returns logits.
+    #[arg(long, env = "ANYK_MODEL", default_value = defaults::MODEL)]
+    pub model: String,
+    /// Hidden units of the built-in MLP.
+    #[arg(long, env = "ANYK_HIDDEN", default_value_t = defaults::HIDDEN)]
+    pub hidden: i64,
+    /// `cpu`, `cuda`, or `auto` (CUDA when available).
+    #[arg(long, env = "ANYK_DEVICE", default_value = defaults::DEVICE)]
+    pub device: String,
+    /// Intra-op threads for libtorch (1 keeps CPU results bit-reproducible and shares a small machine).
+    #[arg(long, env = "ANYK_THREADS", default_value_t = defaults::THREADS)]
+    pub threads: i32,
+}
+
+impl ModelLaunch {
+    /// The built-in MLP on the data in `data`, default width, device `auto`, one thread.
+    pub fn new(data: impl Into<PathBuf>) -> Self {
+        Self {
+            data: data.into(),
+            model: defaults::MODEL.to_string(),
+            hidden: defaults::HIDDEN,
+            device: defaults::DEVICE.to_string(),
+            threads: defaults::THREADS,
+        }
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        flags([
+            ("--data", path(&self.data)),
+            ("--model", self.model.clone()),
+            ("--hidden", self.hidden.to_string()),
+            ("--device", self.device.clone()),
+            ("--threads", self.threads.to_string()),
+        ])
+    }
+}
+
+fn flags<const N: usize>(pairs: [(&str, String); N]) -> Vec<String> {
+    pairs
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value])
+        .collect()
+}
+
+fn path(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Server {
+        #[command(flatten)]
+        launch: ServerLaunch,
+    }
+
+    #[derive(Debug, Parser)]
+    struct Worker {
+        #[command(subcommand)]
+        command: WorkerCommand,
+    }
+
+    fn parse_server(args: Vec<String>) -> ServerLaunch {
+        Server::try_parse_from(std::iter::once("anyk-server".to_string()).chain(args))
+            .unwrap()
+            .launch
+    }
+
+    fn parse_worker(args: Vec<String>) -> WorkerCommand {
+        Worker::try_parse_from(std::iter::once("anyk-worker".to_string()).chain(args))
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn server_arguments_round_trip() {
+        let launch = ServerLaunch {
+            listen: "[::1]:0".parse().unwrap(),
+            steps: 7,
+            batch: 3,
+            seed: 42,
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.3,
+            momentum: 0.5,
+            checkpoint_dir: Some("/checkpoints".into()),
+            checkpoint_every: 0,
+            max_message_bytes: 1 << 20,
+            ..ServerLaunch::new(24)
+        };
+        assert_eq!(parse_server(launch.args()), launch);
+        assert_eq!(parse_server(ServerLaunch::new(5).args()), ServerLaunch::new(5));
+    }
+
+    #[test]
+    fn defaults_are_the_parsers_defaults() {
+        let parsed = parse_server(vec!["--blocks".into(), "5".into()]);
+        // Environment fallbacks aside (none are set for these in tests).
+        assert_eq!(parsed.optimizer, ServerLaunch::new(5).optimizer);
+        assert_eq!(parsed.steps, ServerLaunch::new(5).steps);
+        let train = parse_worker(
+            ["train", "--server", "http://s:1", "--worker", "2", "--data", "/d"]
+                .map(String::from)
+                .to_vec(),
+        );
+        assert_eq!(
+            train,
+            WorkerCommand::Train(WorkerLaunch::new("http://s:1", 2, ModelLaunch::new("/d")))
+        );
+    }
+
+    #[test]
+    fn worker_arguments_round_trip() {
+        let model = ModelLaunch {
+            model: "/data/model.pt".into(),
+            hidden: 48,
+            device: "cpu".into(),
+            threads: 2,
+            ..ModelLaunch::new("/data/digits")
+        };
+        let train = WorkerCommand::Train(WorkerLaunch {
+            straggle: 2.5,
+            rejoin_seconds: 9,
+            ..WorkerLaunch::new("http://127.0.0.1:50051", 3, model.clone())
+        });
+        assert_eq!(train.args()[0], "train");
+        assert_eq!(parse_worker(train.args()), train);
+        let evaluate = WorkerCommand::Evaluate(EvaluateLaunch {
+            checkpoint: "/c/ckpt".into(),
+            samples: Some("/d/test.safetensors".into()),
+            model,
+        });
+        assert_eq!(evaluate.args()[0], "evaluate");
+        assert_eq!(parse_worker(evaluate.args()), evaluate);
+    }
+
+    #[test]
+    fn unknown_optimizers_are_refused_with_the_names() {
+        let err = Server::try_parse_from(["s", "--blocks", "2", "--optimizer", "rmsprop"]).unwrap_err();
+        assert!(err.to_string().contains("adam, sgd"), "{err}");
+    }
+}

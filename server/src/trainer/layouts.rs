@@ -1,0 +1,102 @@
+//! Layouts as the server takes them: validated against the job, fenced by epoch
+//! (docs/design.md, invariant 3), and turned into each worker's assignment.
+
+use std::collections::BTreeSet;
+
+use anyk_core::Layout;
+use anyk_proto::v1::Assignment;
+
+use crate::error::{LayoutError, RequestError};
+
+/// The current layout, if `worker` is one of its worker ids.
+pub(super) fn member(layout: Option<&Layout>, worker: u32) -> Result<&Layout, RequestError> {
+    let layout = layout.ok_or(RequestError::NoLayout)?;
+    if worker >= layout.workers {
+        return Err(RequestError::UnknownWorker {
+            worker,
+            workers: layout.workers,
+        });
+    }
+    Ok(layout)
+}
+
+/// Checks that `layout` fits a job of `job_blocks` blocks whose current layout is `current`.
+pub(super) fn validate(
+    layout: &Layout,
+    job_blocks: u32,
+    current: Option<&Layout>,
+) -> Result<(), LayoutError> {
+    if layout.blocks != job_blocks || layout.holders.len() != layout.blocks as usize {
+        return Err(LayoutError::BlockCount {
+            blocks: layout.blocks,
+            holder_lists: layout.holders.len(),
+            job_blocks,
+        });
+    }
+    check_holders(layout)?;
+    if layout.members.iter().any(|&w| w >= layout.workers) {
+        return Err(LayoutError::MemberOutOfRange {
+            workers: layout.workers,
+        });
+    }
+    if !units_tile(&layout.units, layout.blocks) {
+        return Err(LayoutError::UnitsDoNotTile);
+    }
+    // Units fix the association of the sum for the life of the job (docs/design.md,
+    // invariant 2: bit-identical results).
+    if current.is_some_and(|current| current.units != layout.units) {
+        return Err(LayoutError::UnitsChanged);
+    }
+    Ok(())
+}
+
+/// Refuses an older epoch, and a known epoch with different contents; the same layout again
+/// (an operator that restarted) is fine.
+pub(super) fn fence(layout: &Layout, current: Option<&Layout>) -> Result<(), RequestError> {
+    match current {
+        Some(current) if layout.epoch < current.epoch => Err(RequestError::OlderLayout {
+            got: layout.epoch,
+            current: current.epoch,
+        }),
+        Some(current) if layout.epoch == current.epoch && layout != current => {
+            Err(RequestError::EpochReused(layout.epoch))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What `worker` computes under `layout`: its blocks in order (none when it is not a member).
+pub(super) fn assignment(layout: &Layout, worker: u32) -> Assignment {
+    Assignment {
+        epoch: layout.epoch,
+        blocks: if layout.members.contains(&worker) {
+            layout.queue(worker)
+        } else {
+            Vec::new()
+        },
+        unit_bounds: layout.units.iter().flat_map(|&(lo, hi)| [lo, hi]).collect(),
+    }
+}
+
+/// Every block has at least one holder, holders are members, and no worker holds a block twice.
+fn check_holders(layout: &Layout) -> Result<(), LayoutError> {
+    for (block, holders) in (0u32..).zip(&layout.holders) {
+        if holders.is_empty() {
+            return Err(LayoutError::NoHolder(block));
+        }
+        if let Some(&worker) = holders.iter().find(|w| !layout.members.contains(w)) {
+            return Err(LayoutError::HolderNotMember { block, worker });
+        }
+        if holders.iter().collect::<BTreeSet<_>>().len() != holders.len() {
+            return Err(LayoutError::DuplicateCopy(block));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `units` are consecutive half-open ranges from 0 to `blocks`, in order.
+fn units_tile(units: &[(u32, u32)], blocks: u32) -> bool {
+    units.first().map(|u| u.0) == Some(0)
+        && units.windows(2).all(|w| w[0].1 == w[1].0 && w[0].0 < w[0].1)
+        && units.last().map(|u| u.1) == Some(blocks)
+}

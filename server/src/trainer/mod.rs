@@ -1,0 +1,255 @@
+//! The parameter server's state machine, free of gRPC plumbing: who joined, the layout, the
+//! parameters and optimizer, and the collection of the current step's gradients. The service
+//! layer locks it, calls one method per request, and delivers what the method returns.
+
+mod counters;
+mod layouts;
+mod model;
+#[cfg(test)]
+mod tests;
+
+use std::time::Instant;
+
+use anyk_core::Layout;
+use anyk_core::aggregate::Offer;
+use anyk_core::checkpoint::Checkpoint;
+use anyk_core::digest::param_sha256;
+use anyk_core::optimizer::Optimizer;
+use anyk_proto::v1::{Assignment, GradientRequest, GradientResponse, Progress, WorkerEvent};
+
+use crate::error::RequestError;
+use crate::settings::Settings;
+use crate::tensor;
+use counters::Counters;
+use model::Model;
+
+/// One training job as the server sees it.
+pub struct Trainer {
+    settings: Settings,
+    layout: Option<Layout>,
+    /// Absent until a worker sends the initial parameters (or a checkpoint is resumed): the
+    /// parameters, optimizer, step counter and the step being collected exist together.
+    model: Option<Model>,
+    counters: Counters,
+    started: Instant,
+}
+
+/// What a push changed beyond its own response.
+#[derive(Debug)]
+pub struct PushOutcome {
+    pub response: GradientResponse,
+    /// Set when this gradient completed the step: the event for every worker.
+    pub released: Option<WorkerEvent>,
+}
+
+impl Trainer {
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            layout: None,
+            model: None,
+            counters: Counters::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// A job resumed from a checkpoint: parameters, optimizer, step and layout as saved.
+    pub fn resume(settings: Settings, ckpt: Checkpoint, now: Instant) -> Self {
+        let mut trainer = Self::new(settings);
+        trainer.layout = ckpt.layout;
+        trainer.install(Model::new(ckpt.params, ckpt.optimizer, ckpt.step, ckpt.loss), now);
+        trainer
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Completed updates; workers compute step `step` on the current parameters.
+    pub fn step(&self) -> u64 {
+        self.model.as_ref().map_or(0, |m| m.step)
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.model.as_ref().is_some_and(Model::is_finished)
+    }
+
+    /// Registers a worker; returns the job's parameter count (0 while it needs initial ones).
+    pub fn join(&mut self, worker: u32) -> Result<u64, RequestError> {
+        layouts::member(self.layout.as_ref(), worker)?;
+        self.counters.workers.entry(worker).or_default().joins += 1;
+        Ok(self.model.as_ref().map_or(0, |m| m.params.len() as u64))
+    }
+
+    /// First initial parameters win; every worker builds the same ones from the seed. Returns
+    /// the first step's event when these parameters were taken, `None` when they were ignored.
+    pub fn initialize(
+        &mut self,
+        worker: u32,
+        params: Option<&anyk_proto::v1::Tensor>,
+        now: Instant,
+    ) -> Result<Option<WorkerEvent>, RequestError> {
+        layouts::member(self.layout.as_ref(), worker)?;
+        if self.model.is_some() {
+            return Ok(None);
+        }
+        let len = params.ok_or(RequestError::MissingTensor)?.length as usize;
+        let values = tensor::decode(params, len)?;
+        let optimizer = Optimizer::new(self.settings.optimizer, values.len());
+        let model = self.install(Model::new(values, optimizer, 0, f32::NAN), now);
+        Ok(Some(model.event()))
+    }
+
+    /// Installs a newer layout (or re-installs the current one); returns each worker's
+    /// assignment (docs/design.md, invariant 3: a layout is never replaced by an older epoch).
+    pub fn set_layout(&mut self, layout: Layout) -> Result<Vec<(u32, Assignment)>, RequestError> {
+        layouts::validate(&layout, self.settings.blocks, self.layout.as_ref())?;
+        layouts::fence(&layout, self.layout.as_ref())?;
+        let assignments = (0..layout.workers)
+            .map(|w| (w, layouts::assignment(&layout, w)))
+            .collect();
+        self.layout = Some(layout);
+        Ok(assignments)
+    }
+
+    pub fn assignment(&self, worker: u32) -> Option<Assignment> {
+        self.layout.as_ref().map(|l| layouts::assignment(l, worker))
+    }
+
+    /// The event a (re)subscribing worker needs now: the step to compute, or the end.
+    pub fn current_event(&self) -> Option<WorkerEvent> {
+        self.model.as_ref().map(Model::event)
+    }
+
+    /// Validates and offers one gradient; aggregates and releases the next step at first cover.
+    pub fn push(&mut self, req: &GradientRequest, now: Instant) -> Result<PushOutcome, RequestError> {
+        let gradient = self.check_push(req)?;
+        self.counters.received += req.blocks.len() as u64;
+        let Some(model) = self.model.as_mut() else {
+            return Err(RequestError::NotInitialized);
+        };
+        // `check_push` refused future steps: an older one, or any after the end, is late.
+        let current = req.step == model.step;
+        let Some(round) = model.round.as_mut().filter(|_| current) else {
+            self.counters.late_dropped += 1;
+            return Ok(self.dropped(true));
+        };
+        match round.aggregator.offer(&req.blocks, gradient)? {
+            Offer::Redundant => {
+                self.counters.redundant_dropped += 1;
+                Ok(self.dropped(false))
+            }
+            Offer::Accepted { complete } => {
+                let latency = round.accept(req, now);
+                self.counters.accepted(req.worker, latency);
+                let released = if complete { self.release_step(now) } else { None };
+                Ok(PushOutcome {
+                    response: GradientResponse {
+                        accepted: true,
+                        step_done: released.is_some(),
+                        covered: self.covered(),
+                    },
+                    released,
+                })
+            }
+        }
+    }
+
+    pub fn progress(&self) -> Progress {
+        let model = self.model.as_ref();
+        Progress {
+            step: self.step(),
+            total_steps: self.settings.total_steps,
+            loss: model.map_or(f32::NAN, |m| m.loss),
+            epoch: self.layout.as_ref().map_or(0, |l| l.epoch),
+            finished: self.is_finished(),
+            param_sha256: model.map(|m| param_sha256(&m.params)).unwrap_or_default(),
+            ..self.counters.progress(self.started.elapsed())
+        }
+    }
+
+    /// Everything needed to resume, once parameters exist.
+    pub fn checkpoint(&self) -> Option<Checkpoint> {
+        let model = self.model.as_ref()?;
+        Some(Checkpoint {
+            step: model.step,
+            layout: self.layout.clone(),
+            optimizer: model.optimizer.clone(),
+            params: model.params.clone(),
+            loss: model.loss,
+        })
+    }
+
+    /// Whether a checkpoint is due after the step that just completed.
+    pub fn checkpoint_due(&self) -> bool {
+        let every = self.settings.checkpoint_every;
+        self.is_finished() || (every > 0 && self.step().is_multiple_of(every))
+    }
+
+    /// Everything about a gradient that can be refused before it is offered, in the order the
+    /// client is told: who sent it, for which epoch and step, which blocks, then the tensor.
+    fn check_push(&self, req: &GradientRequest) -> Result<Vec<f32>, RequestError> {
+        let layout = layouts::member(self.layout.as_ref(), req.worker)?;
+        let model = self.model.as_ref().ok_or(RequestError::NotInitialized)?;
+        // docs/design.md, invariant 3: gradients of another epoch are refused.
+        if req.epoch != layout.epoch {
+            return Err(RequestError::WrongEpoch {
+                got: req.epoch,
+                current: layout.epoch,
+            });
+        }
+        if req.step > model.step {
+            return Err(RequestError::FutureStep {
+                got: req.step,
+                current: model.step,
+            });
+        }
+        if req.blocks.is_empty() {
+            return Err(RequestError::NoBlocks);
+        }
+        if let Some(&block) = req.blocks.iter().find(|&&b| !layout.holds(req.worker, b)) {
+            return Err(RequestError::NotHolder {
+                worker: req.worker,
+                block,
+                epoch: layout.epoch,
+            });
+        }
+        tensor::decode(req.gradient.as_ref(), model.params.len())
+    }
+
+    /// Applies the step just covered, records who was skipped, and opens the next one.
+    fn release_step(&mut self, now: Instant) -> Option<WorkerEvent> {
+        let model = self.model.as_mut()?;
+        let done = model.apply_round()?;
+        self.counters.step_done(&done, self.layout.as_ref(), now);
+        model.open_round(self.layout.as_ref(), &self.settings, true, now);
+        Some(model.event())
+    }
+
+    /// Takes the job's first parameters (initial or resumed) and opens their first step, which
+    /// is not timed: it also waits for workers to boot.
+    fn install(&mut self, mut model: Model, now: Instant) -> &Model {
+        model.open_round(self.layout.as_ref(), &self.settings, false, now);
+        self.model.insert(model)
+    }
+
+    /// Blocks of the open step that already have a gradient.
+    fn covered(&self) -> Vec<u32> {
+        self.model
+            .as_ref()
+            .and_then(|m| m.round.as_ref())
+            .map(|r| r.aggregator.covered())
+            .unwrap_or_default()
+    }
+
+    fn dropped(&self, step_done: bool) -> PushOutcome {
+        PushOutcome {
+            response: GradientResponse {
+                accepted: false,
+                step_done,
+                covered: self.covered(),
+            },
+            released: None,
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! What exists once the job has parameters: the parameters themselves, the optimizer, the step
+//! counter, and the step being collected.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyk_core::Layout;
+use anyk_core::aggregate::StepAggregator;
+use anyk_core::digest::param_sha256;
+use anyk_core::optimizer::Optimizer;
+use anyk_proto::v1::{Finished, GradientRequest, StepReady, WorkerEvent, worker_event::Event};
+
+use crate::settings::Settings;
+use crate::tensor;
+
+pub(super) struct Model {
+    pub params: Vec<f32>,
+    pub optimizer: Optimizer,
+    /// Completed updates; workers compute step `step` on the current parameters.
+    pub step: u64,
+    /// Mean loss of the last aggregated step (NaN before the first).
+    pub loss: f32,
+    /// The step being collected; `None` once the last step is done.
+    pub round: Option<Round>,
+}
+
+/// The step being collected.
+pub(super) struct Round {
+    /// docs/design.md, invariant 2: exactly one gradient per block, summed in the fixed
+    /// reduction order whatever the arrival order.
+    pub aggregator: StepAggregator,
+    /// False for the first step after start or resume, which also waits for workers to boot.
+    pub timed: bool,
+    pub released: Instant,
+    pub contributors: BTreeSet<u32>,
+    losses: BTreeMap<u32, f32>,
+}
+
+impl Model {
+    /// Parameters after `step` completed steps with `loss`; no step is open until
+    /// [`Model::open_round`].
+    pub fn new(params: Vec<f32>, optimizer: Optimizer, step: u64, loss: f32) -> Self {
+        Self {
+            params,
+            optimizer,
+            step,
+            loss,
+            round: None,
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.round.is_none()
+    }
+
+    /// Opens the collection of step `self.step` in the reduction units of `layout`, unless the
+    /// job has done all its steps.
+    pub fn open_round(&mut self, layout: Option<&Layout>, settings: &Settings, timed: bool, now: Instant) {
+        self.round = (self.step < settings.total_steps).then(|| Round {
+            aggregator: StepAggregator::new(units(layout, settings.blocks), self.params.len()),
+            timed,
+            released: now,
+            contributors: BTreeSet::new(),
+            losses: BTreeMap::new(),
+        });
+    }
+
+    /// Applies the mean gradient of a complete round and advances the step; returns the closed
+    /// round, or `None` (changing nothing) while some block still lacks a gradient.
+    pub fn apply_round(&mut self) -> Option<Round> {
+        let gradient = self.round.as_ref()?.aggregator.reduce()?;
+        let round = self.round.take()?;
+        self.optimizer.apply(&mut self.params, &gradient);
+        self.loss = round.losses.values().sum::<f32>() / round.losses.len().max(1) as f32;
+        self.step += 1;
+        Some(round)
+    }
+
+    /// What workers do next: compute the current step, or stop.
+    pub fn event(&self) -> WorkerEvent {
+        let event = if self.is_finished() {
+            Event::Finished(Finished {
+                step: self.step,
+                param_sha256: param_sha256(&self.params),
+            })
+        } else {
+            Event::Step(StepReady {
+                step: self.step,
+                params: Some(tensor::encode(&self.params)),
+            })
+        };
+        WorkerEvent { event: Some(event) }
+    }
+}
+
+impl Round {
+    /// Records an accepted gradient's sender and loss; returns its latency since the release.
+    pub fn accept(&mut self, req: &GradientRequest, now: Instant) -> Duration {
+        self.contributors.insert(req.worker);
+        for &b in &req.blocks {
+            self.losses.insert(b, req.loss);
+        }
+        now - self.released
+    }
+}
+
+/// The reduction units of the layout, or single blocks while there is none.
+fn units(layout: Option<&Layout>, blocks: u32) -> Vec<(u32, u32)> {
+    match layout {
+        Some(l) => l.units.clone(),
+        None => (0..blocks).map(|b| (b, b + 1)).collect(),
+    }
+}
