@@ -40,7 +40,7 @@ pub fn run(args: &PlanArgs) -> Result<(), Box<dyn std::error::Error>> {
             "workers": layout.workers,
             "blocks": layout.blocks,
             "replication": layout.replication,
-            "target": layout.target,
+            "target": layout.target_workers,
             "holders": layout.holders,
             "margin": coverage.margin,
             "scheme": layout.scheme,
@@ -56,7 +56,7 @@ pub fn run(args: &PlanArgs) -> Result<(), Box<dyn std::error::Error>> {
 fn table(layout: &Layout, margin: i64) -> String {
     let mut out = format!(
         "{:?} layout, epoch {}: {} blocks x {} copies on {} workers, any {} cover all blocks\n",
-        layout.scheme, layout.epoch, layout.blocks, layout.replication, layout.workers, layout.target
+        layout.scheme, layout.epoch, layout.blocks, layout.replication, layout.workers, layout.target_workers
     );
     let lost: BTreeSet<u32> = (0..layout.workers)
         .filter(|w| !layout.members.contains(w))

@@ -31,13 +31,13 @@ pub fn coverage_of(layout: &Layout, live: &BTreeSet<u32>) -> Coverage {
         .map(|hs| hs.iter().filter(|w| live_members.contains(w)).count())
         .collect();
     let min_holders = counts.iter().copied().min().unwrap_or(0);
-    let needed = (n_live + 1).saturating_sub(layout.target) as usize;
+    let needed = (n_live + 1).saturating_sub(layout.target_workers) as usize;
     Coverage {
         live: n_live,
         margin: min_holders as i64 - 1,
         under_replicated: (0..layout.blocks)
             .filter(|&b| counts[b as usize] < want)
             .collect(),
-        holds: n_live >= layout.target && min_holders >= needed.max(1),
+        holds: n_live >= layout.target_workers && min_holders >= needed.max(1),
     }
 }

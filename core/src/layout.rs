@@ -37,7 +37,8 @@ pub struct Layout {
     /// r: copies of each block the layout aims for.
     pub replication: u32,
     /// k: any k live workers must cover every block.
-    pub target: u32,
+    #[serde(alias = "target")] // checkpoints written before the rename
+    pub target_workers: u32,
     pub scheme: Scheme,
     /// For each block, its holders in rank order (primary first). Never two equal entries.
     pub holders: Vec<Vec<u32>>,
@@ -151,7 +152,7 @@ pub fn plan(blocks: u32, replication: u32, workers: u32, target: u32) -> Result<
         workers,
         blocks,
         replication,
-        target,
+        target_workers: target,
         scheme,
         holders,
         members: (0..workers).collect(),
@@ -172,7 +173,7 @@ pub fn uncoded(blocks: u32, workers: u32) -> Result<Layout, PlanError> {
         workers,
         blocks,
         replication: 1,
-        target: workers,
+        target_workers: workers,
         scheme: Scheme::Uncoded,
         holders: (0..blocks).map(|b| vec![b % workers]).collect(),
         members: (0..workers).collect(),

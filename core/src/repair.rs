@@ -35,10 +35,10 @@ pub fn repair(layout: &Layout, lost: &[u32]) -> Result<(Layout, Vec<Move>), Repa
         next.members.remove(w);
     }
     let live = next.members.len() as u32;
-    if live < layout.target {
+    if live < layout.target_workers {
         return Err(RepairError::CoverageLost {
             live,
-            target: layout.target,
+            target: layout.target_workers,
         });
     }
     let gone: Vec<Vec<u32>> = next

@@ -8,7 +8,7 @@ pub fn layout_to_wire(layout: &Layout) -> v1::Layout {
         workers: layout.workers,
         blocks: layout.blocks,
         replication: layout.replication,
-        target: layout.target,
+        target: layout.target_workers,
         holders: layout
             .holders
             .iter()
@@ -44,7 +44,7 @@ pub fn layout_from_wire(wire: &v1::Layout) -> Result<Layout, LayoutError> {
         workers: wire.workers,
         blocks: wire.blocks,
         replication: wire.replication,
-        target: wire.target,
+        target_workers: wire.target,
         scheme,
         holders: wire.holders.iter().map(|h| h.workers.clone()).collect(),
         members: wire.members.iter().copied().collect(),

@@ -57,7 +57,7 @@ pub async fn run(args: &LocalArgs) -> Result<Summary, LocalError> {
             "anyk local: {mode}, n={} r={} k={} m={} blocks, {} steps; faults: {}; logs in {}",
             layout.workers,
             layout.replication,
-            layout.target,
+            layout.target_workers,
             layout.blocks,
             args.steps,
             describe(&faults),
@@ -241,7 +241,7 @@ impl Supervisor {
                 let live = before.members.len().saturating_sub(healing.lost.len());
                 format!(
                     "step {step:>4}: {lost} lost; COVERAGE LOST ({live} live < k={}): aggregation waits for a replacement",
-                    before.target
+                    before.target_workers
                 )
             } else {
                 self.repairs += 1;
@@ -295,7 +295,7 @@ impl Supervisor {
             mode,
             workers: layout.workers,
             replication: layout.replication,
-            target: layout.target,
+            target: layout.target_workers,
             blocks: layout.blocks,
             steps: last.step,
             final_test_accuracy: accuracy,

@@ -145,7 +145,7 @@ fn running_conditions(
             },
             format!(
                 "{} live workers; any {} of the layout's members must cover every block",
-                coverage.live, facts.layout.target
+                coverage.live, facts.layout.target_workers
             ),
         ),
         c(
