@@ -7,20 +7,16 @@ mod common;
 
 use common::{anyk, stderr, stdout};
 
+/// A command line as its words.
+fn words(line: &str) -> Vec<&str> {
+    line.split(' ').collect()
+}
+
 #[test]
 fn plan_prints_the_documented_json() {
-    let out = anyk(&[
-        "plan",
-        "--workers",
-        "8",
-        "--blocks",
-        "24",
-        "--replication",
-        "3",
-        "--target",
-        "6",
-        "--json",
-    ]);
+    let out = anyk(&words(
+        "plan --workers 8 --blocks 24 --replication 3 --target 6 --json",
+    ));
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     for key in [
@@ -42,20 +38,9 @@ fn plan_prints_the_documented_json() {
 
 #[test]
 fn plan_with_failures_repairs_first() {
-    let out = anyk(&[
-        "plan",
-        "--workers",
-        "8",
-        "--blocks",
-        "24",
-        "--replication",
-        "3",
-        "--target",
-        "6",
-        "--fail",
-        "1,2",
-        "--json",
-    ]);
+    let out = anyk(&words(
+        "plan --workers 8 --blocks 24 --replication 3 --target 6 --fail 1,2 --json",
+    ));
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(v["epoch"], 2);
     assert_eq!(v["margin"], 2, "copies are restored among the 6 survivors");
@@ -66,31 +51,11 @@ fn plan_with_failures_repairs_first() {
             .flat_map(|h| h.as_array().unwrap())
             .all(|w| w != 1 && w != 2)
     );
-    let table = anyk(&[
-        "plan",
-        "--workers",
-        "8",
-        "--blocks",
-        "24",
-        "--replication",
-        "3",
-        "--target",
-        "6",
-    ]);
+    let table = anyk(&words("plan --workers 8 --blocks 24 --replication 3 --target 6"));
     assert!(stdout(&table).contains("tolerates 2 more"), "{}", stdout(&table));
-    let lost = anyk(&[
-        "plan",
-        "--workers",
-        "8",
-        "--blocks",
-        "24",
-        "--replication",
-        "3",
-        "--target",
-        "6",
-        "--fail",
-        "0,1,2",
-    ]);
+    let lost = anyk(&words(
+        "plan --workers 8 --blocks 24 --replication 3 --target 6 --fail 0,1,2",
+    ));
     assert!(!lost.status.success());
     assert!(
         stderr(&lost).contains("coverage lost: 5 live workers"),
@@ -101,17 +66,7 @@ fn plan_with_failures_repairs_first() {
 
 #[test]
 fn plan_rejects_impossible_parameters() {
-    let out = anyk(&[
-        "plan",
-        "--workers",
-        "8",
-        "--blocks",
-        "24",
-        "--replication",
-        "2",
-        "--target",
-        "6",
-    ]);
+    let out = anyk(&words("plan --workers 8 --blocks 24 --replication 2 --target 6"));
     assert!(!out.status.success());
     assert!(stderr(&out).contains("need r >= 3"), "{}", stderr(&out));
 }

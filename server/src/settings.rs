@@ -12,3 +12,18 @@ pub struct Settings {
     /// Write a checkpoint after every this many steps (0: only on demand, at the end and on shutdown).
     pub checkpoint_every: u64,
 }
+
+impl Settings {
+    /// Small, predictable settings for tests: plain SGD with learning rate 1, so an update is
+    /// exactly params - mean gradient; seed 7, batch 4, 100 steps, no periodic checkpoints.
+    pub fn predictable(blocks: u32) -> Self {
+        Self {
+            seed: 7,
+            batch_size: 4,
+            total_steps: 100,
+            blocks,
+            optimizer: OptimizerConfig::sgd(1.0, 0.0),
+            checkpoint_every: 0,
+        }
+    }
+}

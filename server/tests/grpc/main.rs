@@ -15,7 +15,6 @@ mod layouts;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyk_core::optimizer::OptimizerConfig;
 use anyk_core::{Layout, plan};
 use anyk_proto::v1::{
     GradientRequest, GradientResponse, InitializeRequest, JoinRequest, Progress, ProgressRequest,
@@ -37,15 +36,7 @@ struct Server {
 }
 
 fn settings() -> Settings {
-    Settings {
-        seed: 7,
-        batch_size: 4,
-        total_steps: 100,
-        blocks: BLOCKS,
-        // Plain SGD with lr 1: the update is exactly params - mean gradient, easy to predict.
-        optimizer: OptimizerConfig::sgd(1.0, 0.0),
-        checkpoint_every: 0,
-    }
+    Settings::predictable(BLOCKS)
 }
 
 async fn start(store: Option<CheckpointStore>, max_message_bytes: usize) -> Server {

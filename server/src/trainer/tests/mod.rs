@@ -7,7 +7,6 @@ mod resume;
 
 use std::time::Instant;
 
-use anyk_core::optimizer::OptimizerConfig;
 use anyk_core::{Layout, plan, tensor_bytes};
 use anyk_proto::v1::{GradientRequest, Tensor, WorkerEvent, worker_event::Event};
 
@@ -19,15 +18,7 @@ const PARAMS: usize = 5;
 const BLOCKS: u32 = 6;
 
 fn settings() -> Settings {
-    Settings {
-        seed: 7,
-        batch_size: 4,
-        total_steps: 100,
-        blocks: BLOCKS,
-        // Plain SGD with lr 1: the update is exactly params - mean gradient, easy to predict.
-        optimizer: OptimizerConfig::sgd(1.0, 0.0),
-        checkpoint_every: 0,
-    }
+    Settings::predictable(BLOCKS)
 }
 
 /// Fractional repetition on 4 workers: units 0..3 (workers 0 and 1) and 3..6 (workers 2 and 3).
