@@ -85,6 +85,12 @@ fn bad_arguments_name_the_problem() {
     assert!(stderr(&out).contains("worker 9"), "{}", stderr(&out));
     let out = anyk(&["local", "--straggle", "1:x"]);
     assert!(stderr(&out).contains("not a number"), "{}", stderr(&out));
+    let out = anyk(&["local", "--node-type", "8:avx2"]);
+    assert!(stderr(&out).contains("worker 8"), "{}", stderr(&out));
+    let out = anyk(&["local", "--node-type", "1:sse"]);
+    assert!(stderr(&out).contains("avx512"), "{}", stderr(&out));
+    let out = anyk(&["local", "--numerics", "fast"]);
+    assert!(stderr(&out).contains("native"), "{}", stderr(&out));
 }
 
 /// A user's own PyTorch model: a TorchScript file made by real PyTorch, trained through tch.
@@ -142,4 +148,58 @@ pub fn local(args: &[&str]) -> (serde_json::Value, Output) {
     let text = std::fs::read_to_string(&summary).expect("anyk local wrote the summary");
     let json = serde_json::from_str(&text).expect("the summary is JSON");
     (json, out)
+}
+
+/// Invariant 7 across node types: workers on emulated AVX-512, AVX2 and baseline CPUs compute the
+/// same bits under the reproducible profile (the default), so the job's result is that of a
+/// homogeneous one and no replica ever disagrees; a worker that computes wrong bits from step 30
+/// (strict mode) is caught in that very step, outvoted, replaced, and changes nothing.
+#[test]
+fn node_types_agree_and_a_corrupt_worker_is_caught_and_replaced() {
+    let steps = ["--steps", "60", "--no-faults"];
+    let (homogeneous, _) = local(&steps);
+    let mixed = [&steps[..], &node_types()].concat();
+    let (heterogeneous, _) = local(&mixed);
+    assert_eq!(heterogeneous["numerics"], "reproducible");
+    assert_eq!(heterogeneous["replica_disagreements"], 0, "{heterogeneous}");
+    assert_eq!(homogeneous["replica_disagreements"], 0, "{homogeneous}");
+    assert_eq!(homogeneous["param_sha256"], heterogeneous["param_sha256"]);
+
+    let (corrupt, out) = local(&["--steps", "60", "--strict", "--corrupt", "2@30"]);
+    assert_eq!(corrupt["strict"], true);
+    assert_eq!(corrupt["first_disagreement_step"], 30, "{corrupt}");
+    assert!(corrupt["faulty_replaced"].as_u64().unwrap() >= 1, "{corrupt}");
+    let text = stdout(&out);
+    assert!(text.contains("worker 2 faulty (outvoted"), "{text}");
+    assert!(text.contains("worker 2 lost; repair"), "{text}");
+    assert_eq!(corrupt["param_sha256"], homogeneous["param_sha256"]);
+}
+
+/// Without the profile the same mixed cluster computes different bits on different node types,
+/// and the server's replica checks see it.
+#[test]
+fn native_numerics_on_mixed_nodes_is_detected() {
+    let args = [
+        &["--steps", "60", "--no-faults", "--numerics", "native"][..],
+        &node_types(),
+    ]
+    .concat();
+    let (native, _) = local(&args);
+    assert_eq!(native["numerics"], "native");
+    assert!(native["replica_disagreements"].as_u64().unwrap() > 0, "{native}");
+}
+
+/// Workers 0..8 on baseline, AVX2 and AVX-512 nodes in turn.
+fn node_types() -> Vec<&'static str> {
+    const TYPES: [&str; 8] = [
+        "0:default",
+        "1:avx2",
+        "2:avx512",
+        "3:default",
+        "4:avx2",
+        "5:avx512",
+        "6:default",
+        "7:avx2",
+    ];
+    TYPES.iter().flat_map(|t| ["--node-type", *t]).collect()
 }

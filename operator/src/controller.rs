@@ -13,7 +13,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::children::{self, FIELD_MANAGER};
+use crate::children::FIELD_MANAGER;
 use crate::crd::TrainingJob;
 use crate::metrics::Metrics;
 use crate::reconcile::decide::Note;
@@ -69,9 +69,8 @@ impl Context {
 
     /// Pushes the layout when the server holds an older one and reads its progress. Should the
     /// server hold a newer epoch, the layout was pushed stamped above it, and `layout` says so.
-    pub async fn ask_server(&self, job: &TrainingJob, layout: &mut Layout) -> ServerState {
-        let endpoint = children::control_endpoint(job);
-        match server_link::sync(&self.channels, &endpoint, layout).await {
+    pub async fn ask_server(&self, job: &TrainingJob, endpoint: &str, layout: &mut Layout) -> ServerState {
+        match server_link::sync(&self.channels, endpoint, layout).await {
             Ok(report) => {
                 if report.epoch != layout.epoch {
                     tracing::warn!(job = %job.name_any(), ours = layout.epoch, now = report.epoch,
@@ -87,8 +86,13 @@ impl Context {
                 }
             }
             Err(err) => {
-                tracing::debug!(job = %job.name_any(), %endpoint, %err, "server not reachable");
-                ServerState::Unreachable(format!("{endpoint}: {}", server_link::error_chain(&err)))
+                let cause = server_link::error_chain(&err);
+                tracing::info!(job = %job.name_any(), %endpoint, %cause, "server not reachable");
+                // Status gets no transport error text: it is readable by the job's users, and an
+                // error from a foreign address would leak what lives there.
+                ServerState::Unreachable(format!(
+                    "the server at {endpoint} did not answer; the operator's log has the cause"
+                ))
             }
         }
     }

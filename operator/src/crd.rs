@@ -1,7 +1,7 @@
 //! The TrainingJob resource: what users `kubectl apply`. Validation lives on the types, so the
 //! apiserver itself rejects a job whose coverage bound cannot hold.
 
-use anyk_core::OptimizerKind;
+use anyk_core::{Numerics, OptimizerKind};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -144,6 +144,17 @@ pub struct Training {
     /// PersistentVolumeClaim for checkpoints; without it a server restart starts over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_claim: Option<String>,
+    /// `reproducible` (default): workers pin the library settings that change a gradient's bits
+    /// between node types (CPU kernel capability, BLAS code path, threads; on CUDA deterministic
+    /// algorithms without TF32), so every holder of a block computes the same bits and results
+    /// do not depend on which worker was fastest. `native`: each node's fastest kernels; copies of
+    /// a block may then differ between node types (the server counts such disagreements).
+    #[serde(default)]
+    pub numerics: Numerics,
+    /// Accept a block's gradient only once two of its holders sent the same bits: every step is
+    /// verified, at the cost of computing most blocks twice.
+    #[serde(default)]
+    pub strict: bool,
 }
 
 impl Default for Training {
@@ -157,6 +168,8 @@ impl Default for Training {
             seed: 1,
             checkpoint_interval: 100,
             checkpoint_claim: None,
+            numerics: Numerics::Reproducible,
+            strict: false,
         }
     }
 }
@@ -186,7 +199,8 @@ pub struct TrainingJobStatus {
     /// Pending, Running, Degraded, CoverageLost, Suspended, Succeeded or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
-    /// Ready, Progressing, CoverageDegraded, CoverageLost, Succeeded, Failed and Suspended.
+    /// Ready, Progressing, CoverageDegraded, CoverageLost, ReplicasDisagree, Succeeded, Failed and
+    /// Suspended.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -220,6 +234,9 @@ pub struct TrainingJobStatus {
     /// Times the parameter-server pod was replaced after failing or vanishing.
     #[serde(default)]
     pub server_restarts: u32,
+    /// Faulty worker incarnations already replaced (a report about one is acted on once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced_faulty: Vec<WorkerIncarnation>,
     /// The current block layout, kept here so that an operator restart continues from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout: Option<LayoutState>,
@@ -272,6 +289,22 @@ pub struct Progress {
     /// Gradients that arrived after their step was aggregated.
     #[serde(default)]
     pub late_gradients_dropped: u64,
+    /// Block copies whose gradient differed from another holder's copy of the same block and
+    /// step (a bad core or GPU, or workers on different node types with `numerics: native`).
+    #[serde(default)]
+    pub replica_disagreements: u64,
+    /// Workers the server reports faulty (outvoted repeatedly by the other holders of their
+    /// blocks since they joined), with the join count the report is about.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faulty_workers: Vec<WorkerIncarnation>,
+}
+
+/// One incarnation of a worker id: its n-th join to the server.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerIncarnation {
+    pub worker: u32,
+    pub joins: u64,
 }
 
 /// One repair of the layout after lost workers.

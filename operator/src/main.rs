@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyk_operator::metrics::{self, Metrics};
 use anyk_operator::settings::{
-    DEFAULT_NETWORK_POLICIES, DEFAULT_NODE_GRACE_SECONDS, DEFAULT_SERVER_IMAGE, DEFAULT_WORKER_IMAGE, Images,
-    Settings,
+    DEFAULT_ALLOW_SERVER_ENDPOINT_ANNOTATION, DEFAULT_NETWORK_POLICIES, DEFAULT_NODE_GRACE_SECONDS,
+    DEFAULT_SERVER_IMAGE, DEFAULT_WORKER_IMAGE, Images, Settings,
 };
 use clap::Parser;
 
@@ -36,6 +36,10 @@ struct Args {
     /// The namespace the operator runs in (the chart sets it from the downward API).
     #[arg(long, env = "ANYK_OPERATOR_NAMESPACE")]
     operator_namespace: Option<String>,
+    /// Honour the anyk.dev/server-endpoint annotation on TrainingJobs (a server outside the
+    /// cluster). Off by default: whoever may annotate a job would choose where the operator calls.
+    #[arg(long, env = "ANYK_ALLOW_SERVER_ENDPOINT_ANNOTATION", default_value_t = DEFAULT_ALLOW_SERVER_ENDPOINT_ANNOTATION, action = clap::ArgAction::Set)]
+    allow_server_endpoint_annotation: bool,
 }
 
 #[tokio::main]
@@ -55,6 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         node_grace: Duration::from_secs(args.node_grace_seconds),
         network_policies: args.network_policies,
         operator_namespace: args.operator_namespace.filter(|ns| !ns.is_empty()),
+        allow_server_endpoint_annotation: args.allow_server_endpoint_annotation,
     };
     let namespaces: Vec<String> = args.namespaces.into_iter().filter(|ns| !ns.is_empty()).collect();
     let metrics = Arc::new(Metrics::default());

@@ -9,7 +9,7 @@ use anyk_core::Layout;
 use anyk_proto::v1::{ProgressRequest, SetLayoutRequest, control_client::ControlClient};
 use tonic::transport::Channel;
 
-use crate::crd::Progress;
+use crate::crd::{Progress, WorkerIncarnation};
 
 /// Each call gives up after this long: an unreachable server must not hold up healing.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -85,6 +85,16 @@ pub async fn sync(channels: &Channels, endpoint: &str, layout: &Layout) -> Resul
             server_layout_epoch: progress.epoch,
             stragglers_skipped: progress.stragglers_skipped,
             late_gradients_dropped: progress.late_gradients_dropped,
+            replica_disagreements: progress.replica_disagreements,
+            faulty_workers: progress
+                .workers
+                .iter()
+                .filter(|w| w.faulty)
+                .map(|w| WorkerIncarnation {
+                    worker: w.worker,
+                    joins: w.joins,
+                })
+                .collect(),
         },
     })
 }

@@ -9,6 +9,8 @@ pub const DEFAULT_WORKER_IMAGE: &str = "ghcr.io/anyk-dev/anyk-worker:0.1.0";
 /// waits for nobody, so anyk gives a node this long to come back.
 pub const DEFAULT_NODE_GRACE_SECONDS: u64 = 30;
 pub const DEFAULT_NETWORK_POLICIES: bool = true;
+/// Off: a TrainingJob's annotation must not send the operator's calls anywhere a user likes.
+pub const DEFAULT_ALLOW_SERVER_ENDPOINT_ANNOTATION: bool = false;
 
 /// Default images, from the operator's configuration; a job's overrides win.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +37,10 @@ pub struct Settings {
     pub network_policies: bool,
     /// The namespace the operator runs in (for the NetworkPolicy's operator rule).
     pub operator_namespace: Option<String>,
+    /// Honour the `anyk.dev/server-endpoint` annotation (a server outside the cluster: tests and
+    /// special setups). Off by default: with it, anyone who may annotate a job directs the
+    /// operator's gRPC calls (layout pushes included) to an address of their choosing.
+    pub allow_server_endpoint_annotation: bool,
 }
 
 impl Settings {
@@ -45,6 +51,7 @@ impl Settings {
             node_grace: Duration::from_secs(DEFAULT_NODE_GRACE_SECONDS),
             network_policies: DEFAULT_NETWORK_POLICIES,
             operator_namespace: None,
+            allow_server_endpoint_annotation: DEFAULT_ALLOW_SERVER_ENDPOINT_ANNOTATION,
         }
     }
 }

@@ -23,6 +23,10 @@ fn job(spec: serde_json::Value) -> TrainingJob {
         .build()
 }
 
+fn job_default() -> TrainingJob {
+    job(json!({}))
+}
+
 fn images() -> Images {
     Images {
         server: "anyk/server:0.1.0".into(),
@@ -103,7 +107,8 @@ fn workers_get_their_id_data_gpu_and_spread() {
 fn the_server_gets_the_training_settings() {
     let job = job(json!({ "training": {
         "steps": 500, "batch": 16, "optimizer": "sgd", "learningRate": 0.05, "momentum": 0.8,
-        "seed": 9, "checkpointInterval": 25, "checkpointClaim": "ckpt"
+        "seed": 9, "checkpointInterval": 25, "checkpointClaim": "ckpt",
+        "numerics": "native", "strict": true
     } }));
     let pod = children::server_pod(&job, &images());
     let a = args(&pod).join(" ");
@@ -115,12 +120,48 @@ fn the_server_gets_the_training_settings() {
         "--lr 0.05",
         "--seed 9",
         "--checkpoint-every 25",
+        "--strict true",
     ] {
         assert!(a.contains(expected), "{a} lacks {expected}");
     }
+    let worker = args(&children::worker_pod(&job, 0, &images())).join(" ");
+    assert!(worker.contains("--numerics native"), "{worker}");
+    let default_worker = args(&children::worker_pod(&job_default(), 0, &images())).join(" ");
+    assert!(
+        default_worker.contains("--numerics reproducible"),
+        "{default_worker}"
+    );
     let volume = &pod.spec.unwrap().volumes.unwrap()[0];
     assert_eq!(
         volume.persistent_volume_claim.as_ref().unwrap().claim_name,
         "ckpt"
+    );
+}
+
+#[test]
+fn the_endpoint_annotation_counts_only_when_the_operator_allows_it() {
+    let job = job(json!({}));
+    let mut annotated = job.clone();
+    annotated.metadata.annotations = Some(
+        [(
+            children::SERVER_ENDPOINT_ANNOTATION.to_string(),
+            "http://elsewhere.other-tenant.svc:50051".to_string(),
+        )]
+        .into(),
+    );
+    assert_eq!(
+        children::external_endpoint(&annotated, false),
+        None,
+        "off by default"
+    );
+    assert_eq!(
+        children::external_endpoint(&annotated, true).as_deref(),
+        Some("http://elsewhere.other-tenant.svc:50051")
+    );
+    assert_eq!(children::external_endpoint(&job, true), None);
+    assert_eq!(
+        children::control_endpoint(&annotated),
+        "http://digits-server.ml.svc:50051",
+        "the job's own Service"
     );
 }

@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
-use anyk_core::OptimizerKind;
+use anyk_core::{Numerics, OptimizerKind};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 
@@ -26,12 +26,18 @@ mod defaults {
     pub const THREADS: i32 = 1;
     pub const STRAGGLE: f64 = 1.0;
     pub const REJOIN_SECONDS: u64 = 120;
+    pub const FAULTY_AFTER: u64 = 2;
 }
 
 /// `--optimizer`: the names come from [`OptimizerKind`], and `--help` lists them.
 fn optimizer_parser() -> impl TypedValueParser<Value = OptimizerKind> {
     PossibleValuesParser::new(OptimizerKind::ALL.map(OptimizerKind::as_str))
         .try_map(|name| name.parse::<OptimizerKind>())
+}
+
+/// `--numerics`: the names come from [`Numerics`].
+fn numerics_parser() -> impl TypedValueParser<Value = Numerics> {
+    PossibleValuesParser::new(Numerics::ALL.map(Numerics::as_str)).try_map(|name| name.parse::<Numerics>())
 }
 
 /// `anyk-server`'s arguments.
@@ -67,6 +73,14 @@ pub struct ServerLaunch {
     /// Largest gRPC message accepted, in bytes.
     #[arg(long, env = "ANYK_MAX_MESSAGE_BYTES", default_value_t = crate::transport::MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
+    /// Strict mode: accept a block's gradient only once two of its holders sent the same bits
+    /// (verified steps, at the cost of computing most blocks twice).
+    #[arg(long, env = "ANYK_STRICT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub strict: bool,
+    /// A worker outvoted this many times (its copy of a block differed while two other holders
+    /// agreed) since it joined is reported faulty, to be replaced.
+    #[arg(long, env = "ANYK_FAULTY_AFTER", default_value_t = defaults::FAULTY_AFTER)]
+    pub faulty_after: u64,
 }
 
 impl ServerLaunch {
@@ -84,6 +98,8 @@ impl ServerLaunch {
             checkpoint_dir: None,
             checkpoint_every: defaults::CHECKPOINT_EVERY,
             max_message_bytes: crate::transport::MAX_MESSAGE_BYTES,
+            strict: false,
+            faulty_after: defaults::FAULTY_AFTER,
         }
     }
 
@@ -100,6 +116,8 @@ impl ServerLaunch {
             ("--momentum", self.momentum.to_string()),
             ("--checkpoint-every", self.checkpoint_every.to_string()),
             ("--max-message-bytes", self.max_message_bytes.to_string()),
+            ("--strict", self.strict.to_string()),
+            ("--faulty-after", self.faulty_after.to_string()),
         ]);
         if let Some(dir) = &self.checkpoint_dir {
             args.extend(flags([("--checkpoint-dir", path(dir))]));
@@ -142,6 +160,10 @@ pub struct WorkerLaunch {
     /// When the server goes away (a replaced server pod), keep joining again for this long.
     #[arg(long, env = "ANYK_REJOIN_SECONDS", default_value_t = defaults::REJOIN_SECONDS)]
     pub rejoin_seconds: u64,
+    /// Fault injection (tests and demos): from this step on, flip one bit of every gradient this
+    /// worker sends, as a bad core or GPU would.
+    #[arg(long, env = "ANYK_CORRUPT_FROM")]
+    pub corrupt_from: Option<u64>,
     #[command(flatten)]
     pub model: ModelLaunch,
 }
@@ -154,6 +176,7 @@ impl WorkerLaunch {
             worker,
             straggle: defaults::STRAGGLE,
             rejoin_seconds: defaults::REJOIN_SECONDS,
+            corrupt_from: None,
             model,
         }
     }
@@ -167,6 +190,9 @@ impl WorkerLaunch {
             ("--straggle", self.straggle.to_string()),
             ("--rejoin-seconds", self.rejoin_seconds.to_string()),
         ]));
+        if let Some(step) = self.corrupt_from {
+            args.extend(flags([("--corrupt-from", step.to_string())]));
+        }
         args.extend(self.model.args());
         args
     }
@@ -216,6 +242,12 @@ pub struct ModelLaunch {
     /// Intra-op threads for libtorch (1 keeps CPU results bit-reproducible and shares a small machine).
     #[arg(long, env = "ANYK_THREADS", default_value_t = defaults::THREADS)]
     pub threads: i32,
+    /// `reproducible` (default): pin every library setting that changes a gradient's bits
+    /// between node types (CPU kernel capability, BLAS code path, threads; on CUDA deterministic
+    /// algorithms without TF32), so that every holder of a block computes the same bits.
+    /// `native`: the fastest kernels of each node, whose bits may differ between node types.
+    #[arg(long, env = "ANYK_NUMERICS", value_parser = numerics_parser(), default_value_t = Numerics::Reproducible)]
+    pub numerics: Numerics,
 }
 
 impl ModelLaunch {
@@ -227,6 +259,7 @@ impl ModelLaunch {
             hidden: defaults::HIDDEN,
             device: defaults::DEVICE.to_string(),
             threads: defaults::THREADS,
+            numerics: Numerics::Reproducible,
         }
     }
 
@@ -237,6 +270,7 @@ impl ModelLaunch {
             ("--hidden", self.hidden.to_string()),
             ("--device", self.device.clone()),
             ("--threads", self.threads.to_string()),
+            ("--numerics", self.numerics.to_string()),
         ])
     }
 }
@@ -295,6 +329,8 @@ mod tests {
             checkpoint_dir: Some("/checkpoints".into()),
             checkpoint_every: 0,
             max_message_bytes: 1 << 20,
+            strict: true,
+            faulty_after: 5,
             ..ServerLaunch::new(24)
         };
         assert_eq!(parse_server(launch.args()), launch);
@@ -325,11 +361,13 @@ mod tests {
             hidden: 48,
             device: "cpu".into(),
             threads: 2,
+            numerics: Numerics::Native,
             ..ModelLaunch::new("/data/digits")
         };
         let train = WorkerCommand::Train(WorkerLaunch {
             straggle: 2.5,
             rejoin_seconds: 9,
+            corrupt_from: Some(4),
             ..WorkerLaunch::new("http://127.0.0.1:50051", 3, model.clone())
         });
         assert_eq!(train.args()[0], "train");

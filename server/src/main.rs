@@ -29,6 +29,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         blocks: args.blocks,
         optimizer,
         checkpoint_every: args.checkpoint_every,
+        strict: args.strict,
+        faulty_after: args.faulty_after,
     };
     let store = args.checkpoint_dir.map(CheckpointStore::new);
     let state = ServerState::new(load_trainer(settings, store.as_ref())?, store);

@@ -11,11 +11,17 @@ pub struct Settings {
     pub optimizer: OptimizerConfig,
     /// Write a checkpoint after every this many steps (0: only on demand, at the end and on shutdown).
     pub checkpoint_every: u64,
+    /// Accept a block's gradient only once two holders sent the same bits (docs/design.md,
+    /// invariant 7).
+    pub strict: bool,
+    /// A worker outvoted this many times since it joined is reported faulty.
+    pub faulty_after: u64,
 }
 
 impl Settings {
     /// Small, predictable settings for tests: plain SGD with learning rate 1, so an update is
-    /// exactly params - mean gradient; seed 7, batch 4, 100 steps, no periodic checkpoints.
+    /// exactly params - mean gradient; seed 7, batch 4, 100 steps, no periodic checkpoints, not
+    /// strict, faulty after 2 outvotes.
     pub fn predictable(blocks: u32) -> Self {
         Self {
             seed: 7,
@@ -24,6 +30,8 @@ impl Settings {
             blocks,
             optimizer: OptimizerConfig::sgd(1.0, 0.0),
             checkpoint_every: 0,
+            strict: false,
+            faulty_after: 2,
         }
     }
 }

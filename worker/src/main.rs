@@ -5,9 +5,11 @@ use std::path::PathBuf;
 use anyk_core::checkpoint::Checkpoint;
 use anyk_core::dataset::TEST_FILE;
 use anyk_proto::launch::{EvaluateLaunch, ModelLaunch, WorkerCommand, WorkerLaunch};
+use anyk_worker::corrupt::Corruption;
 use anyk_worker::data::{Samples, manifest};
 use anyk_worker::evaluate::accuracy;
 use anyk_worker::model::{Model, ModelSpec};
+use anyk_worker::numerics;
 use anyk_worker::run::{WorkerConfig, run_rejoining};
 use anyk_worker::straggle::Straggle;
 use clap::Parser;
@@ -47,13 +49,21 @@ fn model_spec(args: &ModelLaunch) -> Result<ModelSpec, Box<dyn std::error::Error
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let command = Cli::parse().command;
+    // First, before libtorch starts: the numerics profile is environment that it, MKL and
+    // OpenMP read as they load (re-executes this binary once when it is not yet in place).
+    let model = match &command {
+        WorkerCommand::Train(args) => &args.model,
+        WorkerCommand::Evaluate(args) => &args.model,
+    };
+    numerics::apply(model.numerics)?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ANYK_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match command {
         WorkerCommand::Train(args) => train(args),
         WorkerCommand::Evaluate(args) => evaluate(args),
     }
@@ -61,13 +71,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn train(args: WorkerLaunch) -> Result<(), Box<dyn std::error::Error>> {
     tch::set_num_threads(args.model.threads);
+    let device = device(&args.model.device)?;
+    numerics::apply_in_torch(args.model.numerics, device);
     let config = WorkerConfig {
         server: args.server,
         worker: args.worker,
         data: args.model.data.clone(),
         model: model_spec(&args.model)?,
-        device: device(&args.model.device)?,
+        device,
         straggle: Straggle(args.straggle),
+        corruption: Corruption {
+            from: args.corrupt_from,
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -82,6 +97,7 @@ fn train(args: WorkerLaunch) -> Result<(), Box<dyn std::error::Error>> {
 fn evaluate(args: EvaluateLaunch) -> Result<(), Box<dyn std::error::Error>> {
     tch::set_num_threads(args.model.threads);
     let device = device(&args.model.device)?;
+    numerics::apply_in_torch(args.model.numerics, device);
     let ckpt = Checkpoint::decode(&std::fs::read(&args.checkpoint)?)?;
     let mut model = Model::build(&model_spec(&args.model)?, 0, device)?;
     model.set_flat_params(&ckpt.params)?;

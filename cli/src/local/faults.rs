@@ -1,4 +1,4 @@
-//! Fault flags of `anyk local`: `--straggle W:FACTOR` and `--kill W@STEP`.
+//! Fault flags of `anyk local`: `--straggle W:FACTOR`, `--kill W@STEP` and `--corrupt W@STEP`.
 
 use std::str::FromStr;
 
@@ -53,11 +53,40 @@ impl FromStr for Kill {
     }
 }
 
+/// Worker W computes wrong bits from STEP on (one flipped bit per gradient), as a bad core or
+/// GPU would; its replacement is healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Corrupt {
+    pub worker: u32,
+    pub step: u64,
+}
+
+impl FromStr for Corrupt {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (w, t) = s
+            .split_once('@')
+            .ok_or_else(|| format!("--corrupt {s:?}: expected W@STEP, e.g. 2@30"))?;
+        let worker = w
+            .parse()
+            .map_err(|_| format!("--corrupt {s:?}: worker {w:?} is not a number"))?;
+        let step = t
+            .parse()
+            .map_err(|_| format!("--corrupt {s:?}: step {t:?} is not a number"))?;
+        if step == 0 {
+            return Err(format!("--corrupt {s:?}: steps count from 1"));
+        }
+        Ok(Self { worker, step })
+    }
+}
+
 /// The faults a run injects.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Faults {
     pub stragglers: Vec<Straggler>,
     pub kills: Vec<Kill>,
+    pub corruptions: Vec<Corrupt>,
 }
 
 impl Faults {
@@ -72,6 +101,7 @@ impl Faults {
                 worker: workers / 2,
                 step: steps / 3,
             }],
+            corruptions: Vec::new(),
         }
     }
 
@@ -82,6 +112,7 @@ impl Faults {
             .iter()
             .map(|s| s.worker)
             .chain(self.kills.iter().map(|k| k.worker))
+            .chain(self.corruptions.iter().map(|c| c.worker))
             .find(|&w| w >= workers);
         match bad {
             Some(w) => Err(format!("fault names worker {w}, but workers are 0..{workers}")),
@@ -95,6 +126,17 @@ impl Faults {
             .filter(|s| s.worker == worker)
             .map(|s| s.factor)
             .fold(1.0, f64::max)
+    }
+
+    /// `--corrupt-from` of `worker`'s first incarnation. `anyk local` numbers steps from 1 as
+    /// it prints them (step N is the one that makes N updates); the worker's flag takes the
+    /// protocol's step, the number of updates the step starts from, so `W@N` becomes N-1.
+    pub fn corrupt_from(&self, worker: u32) -> Option<u64> {
+        self.corruptions
+            .iter()
+            .filter(|c| c.worker == worker)
+            .map(|c| c.step.saturating_sub(1))
+            .min()
     }
 }
 
@@ -115,10 +157,23 @@ mod tests {
         assert!("3".parse::<Straggler>().unwrap_err().contains("W:FACTOR"));
         assert!("3:0.5".parse::<Straggler>().unwrap_err().contains("at least 1"));
         assert!("x@1".parse::<Kill>().unwrap_err().contains("not a number"));
+        assert_eq!(
+            "2@30".parse::<Corrupt>().unwrap(),
+            Corrupt { worker: 2, step: 30 }
+        );
+        assert!("2:30".parse::<Corrupt>().unwrap_err().contains("W@STEP"));
+        assert!("2@0".parse::<Corrupt>().unwrap_err().contains("from 1"));
         let faults = Faults {
             kills: vec![Kill { worker: 9, step: 1 }],
             ..Faults::default()
         };
         assert!(faults.check(8).unwrap_err().contains("worker 9"));
+        let faults = Faults {
+            corruptions: vec![Corrupt { worker: 8, step: 1 }],
+            ..Faults::default()
+        };
+        assert!(faults.check(8).unwrap_err().contains("worker 8"));
+        assert_eq!(faults.corrupt_from(8), Some(0));
+        assert_eq!(faults.corrupt_from(0), None);
     }
 }

@@ -5,19 +5,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyk_core::WorkerState;
+use anyk_core::numerics::REPRODUCIBLE_ENV;
+use anyk_core::{Numerics, WorkerState};
 use anyk_proto::launch::WorkerLaunch;
 use anyk_proto::v1::Progress;
 use tokio::process::Child;
 
+use super::node_type::{Capability, NodeType, node_of};
 use super::processes::start_worker;
 use super::{Faults, LocalError};
 
 pub struct Fleet {
     bin: PathBuf,
     logs: PathBuf,
-    /// How every worker is started; the id and straggle factor are set per start.
+    /// How every worker is started; the id and the injected faults are set per start.
     launch: WorkerLaunch,
+    /// The emulated node each worker runs on (its replacements too: the node stays).
+    node_types: Vec<NodeType>,
     children: BTreeMap<u32, Child>,
     incarnations: BTreeMap<u32, u32>,
     /// `states[w]` is what the supervisor saw of worker w.
@@ -28,48 +32,59 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts workers 0..n, slowed down as `faults` say.
+    /// Starts workers 0..n, on the emulated nodes `node_types` names, slowed down and corrupted
+    /// as `faults` say.
     pub fn start(
         bin: PathBuf,
         logs: PathBuf,
         launch: WorkerLaunch,
         workers: u32,
+        node_types: Vec<NodeType>,
         faults: &Faults,
     ) -> Result<Self, LocalError> {
         let mut fleet = Self {
             bin,
             logs,
             launch,
+            node_types,
             children: BTreeMap::new(),
             incarnations: BTreeMap::new(),
             states: (0..workers).map(|_| WorkerState::Missing).collect(),
             awaiting_join: BTreeMap::new(),
         };
         for w in 0..workers {
+            let launch = WorkerLaunch {
+                worker: w,
+                straggle: faults.straggle_factor(w),
+                corrupt_from: faults.corrupt_from(w),
+                ..fleet.launch.clone()
+            };
             // The server is fresh: no worker has joined yet.
-            fleet.spawn(w, faults.straggle_factor(w), 0)?;
+            fleet.spawn(launch, 0)?;
         }
         Ok(fleet)
     }
 
-    fn spawn(&mut self, worker: u32, straggle: f64, joins_before: u64) -> Result<(), LocalError> {
+    fn spawn(&mut self, launch: WorkerLaunch, joins_before: u64) -> Result<(), LocalError> {
+        let worker = launch.worker;
         let incarnation = self.incarnations.get(&worker).copied().unwrap_or_default();
-        let launch = WorkerLaunch {
-            worker,
-            straggle,
-            ..self.launch.clone()
-        };
-        let child = start_worker(&self.bin, &launch, incarnation, &self.logs)?;
+        let env = worker_env(node_of(&self.node_types, worker), launch.model.numerics);
+        let child = start_worker(&self.bin, &launch, &env, incarnation, &self.logs)?;
         self.children.insert(worker, child);
         self.set(worker, WorkerState::Starting);
         self.awaiting_join.insert(worker, joins_before);
         Ok(())
     }
 
-    /// Starts a replacement for `worker` (not slowed down: the fault was the first process).
+    /// Starts a replacement for `worker` (neither slowed down nor corrupted: the fault was the
+    /// first process).
     pub fn replace(&mut self, worker: u32, progress: &Progress) -> Result<(), LocalError> {
         *self.incarnations.entry(worker).or_default() += 1;
-        self.spawn(worker, 1.0, joins(progress, worker))
+        let launch = WorkerLaunch {
+            worker,
+            ..self.launch.clone()
+        };
+        self.spawn(launch, joins(progress, worker))
     }
 
     /// Sends SIGKILL to `worker` and waits until its process is gone (so that the next
@@ -159,4 +174,16 @@ fn joins(progress: &Progress, worker: u32) -> u64 {
         .iter()
         .find(|w| w.worker == worker)
         .map_or(0, |w| w.joins)
+}
+
+/// The environment a worker starts with: its emulated node's, then the reproducible profile
+/// over it. The worker would apply the profile itself by executing itself again, which loads
+/// libtorch twice (about 0.3 s alone, over 1 s on a busy small machine) and delays every
+/// replacement; a launcher that sets it spares that.
+fn worker_env(node: Option<Capability>, numerics: Numerics) -> Vec<(&'static str, &'static str)> {
+    let mut env: Vec<_> = node.map(Capability::env).into_iter().flatten().collect();
+    if numerics == Numerics::Reproducible {
+        env.extend(REPRODUCIBLE_ENV);
+    }
+    env
 }

@@ -4,7 +4,9 @@
 
 mod faults;
 mod fleet;
+mod node_type;
 mod processes;
+mod replicas;
 mod report;
 mod summary;
 mod supervisor;
@@ -12,9 +14,12 @@ mod workdir;
 
 use std::path::PathBuf;
 
+use anyk_core::Numerics;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 
-pub use faults::{Faults, Kill, Straggler};
+pub use faults::{Corrupt, Faults, Kill, Straggler};
+pub use node_type::NodeType;
 pub use summary::Summary;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -63,9 +68,26 @@ pub struct LocalArgs {
     /// Kill worker W when the job reaches STEP (repeatable).
     #[arg(long = "kill", value_name = "W@STEP")]
     pub kill: Vec<Kill>,
+    /// Worker W's first process flips one bit of every gradient from STEP on (repeatable); the
+    /// replicas that hold the same blocks outvote it, and it is replaced once reported faulty.
+    #[arg(long = "corrupt", value_name = "W@STEP")]
+    pub corrupt: Vec<Corrupt>,
     /// Run without any injected fault.
-    #[arg(long, conflicts_with_all = ["straggle", "kill"])]
+    #[arg(long, conflicts_with_all = ["straggle", "kill", "corrupt"])]
     pub no_faults: bool,
+    /// Emulate a heterogeneous cluster: worker W runs with the CPU kernels of a node of type
+    /// CAP (default, avx2 or avx512; repeatable). Not a fault: the default faults stay.
+    #[arg(long = "node-type", value_name = "W:CAP")]
+    pub node_type: Vec<NodeType>,
+    /// `reproducible`: every worker pins the kernels and library settings that decide a
+    /// gradient's bits, so every node type computes the same bits. `native`: each node's
+    /// fastest kernels.
+    #[arg(long, value_parser = numerics_parser(), default_value_t = Numerics::Reproducible)]
+    pub numerics: Numerics,
+    /// Strict mode: the server accepts a block's gradient only once two holders sent the same
+    /// bits.
+    #[arg(long)]
+    pub strict: bool,
     /// `cpu`, `cuda` or `auto`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -113,15 +135,21 @@ impl LocalArgs {
     pub fn faults(&self) -> Faults {
         if self.no_faults {
             Faults::default()
-        } else if self.straggle.is_empty() && self.kill.is_empty() {
+        } else if self.straggle.is_empty() && self.kill.is_empty() && self.corrupt.is_empty() {
             Faults::default_for(self.workers, self.steps)
         } else {
             Faults {
                 stragglers: self.straggle.clone(),
                 kills: self.kill.clone(),
+                corruptions: self.corrupt.clone(),
             }
         }
     }
+}
+
+/// `--numerics`: the names come from [`Numerics`].
+fn numerics_parser() -> impl TypedValueParser<Value = Numerics> {
+    PossibleValuesParser::new(Numerics::ALL.map(Numerics::as_str)).try_map(|name| name.parse::<Numerics>())
 }
 
 pub fn run(args: LocalArgs) -> Result<(), Box<dyn std::error::Error>> {

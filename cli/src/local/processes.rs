@@ -69,11 +69,12 @@ pub async fn start_server(
     Ok((child, format!("http://{addr}")))
 }
 
-/// Starts `anyk-worker train`; its log is `worker-ID.log` (`worker-ID.INCARNATION.log` for
-/// replacements).
+/// Starts `anyk-worker train` with `env` added to its environment; its log is `worker-ID.log`
+/// (`worker-ID.INCARNATION.log` for replacements).
 pub fn start_worker(
     bin: &Path,
     launch: &WorkerLaunch,
+    env: &[(&str, &str)],
     incarnation: u32,
     logs: &Path,
 ) -> Result<Child, LocalError> {
@@ -86,6 +87,7 @@ pub fn start_worker(
     };
     Command::new(&exe)
         .args(launch.args())
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file(logs, &name)?)

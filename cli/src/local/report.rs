@@ -1,10 +1,13 @@
 //! What a local run prints while it runs: a progress bar on stderr and event lines on stdout.
 
-use anyk_core::{Coverage, Move};
+use std::path::Path;
+
+use anyk_core::{Coverage, Layout, Move};
 use anyk_proto::v1::Progress;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::Faults;
+use super::node_type;
+use super::{Faults, LocalArgs};
 
 /// Prints `line` on stdout without tearing the progress bar.
 pub fn say(bar: &ProgressBar, line: String) {
@@ -46,7 +49,7 @@ pub fn status_line(p: &Progress, epoch: u64, cov: &Coverage) -> String {
     )
 }
 
-pub fn describe(faults: &Faults) -> String {
+fn describe(faults: &Faults) -> String {
     let mut parts: Vec<String> = faults
         .stragglers
         .iter()
@@ -57,6 +60,12 @@ pub fn describe(faults: &Faults) -> String {
             .kills
             .iter()
             .map(|k| format!("worker {} killed at step {}", k.worker, k.step)),
+    );
+    parts.extend(
+        faults
+            .corruptions
+            .iter()
+            .map(|c| format!("worker {} corrupt from step {}", c.worker, c.step)),
     );
     if parts.is_empty() {
         "none".into()
@@ -80,4 +89,31 @@ pub fn workers_text(workers: &[u32]) -> String {
         [one] => format!("worker {one}"),
         _ => format!("workers {}", ids.join(", ")),
     }
+}
+
+/// The line a run starts with: the job, its checks, its faults, where its logs are.
+pub fn first_line(mode: &str, layout: &Layout, args: &LocalArgs, faults: &Faults, logs: &Path) -> String {
+    format!(
+        "anyk local: {mode}, n={} r={} k={} m={} blocks, {} steps; {}; faults: {}; logs in {}",
+        layout.workers,
+        layout.replication,
+        layout.target_workers,
+        layout.blocks,
+        args.steps,
+        checks_text(args),
+        describe(faults),
+        logs.display()
+    )
+}
+
+/// "numerics reproducible, strict, nodes w0 default, w1 avx2" for the run's first line.
+fn checks_text(args: &LocalArgs) -> String {
+    let mut parts = vec![format!("numerics {}", args.numerics)];
+    if args.strict {
+        parts.push("strict".into());
+    }
+    if !args.node_type.is_empty() {
+        parts.push(format!("nodes {}", node_type::describe(&args.node_type)));
+    }
+    parts.join(", ")
 }

@@ -5,6 +5,10 @@ use serde::Serialize;
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub mode: String,
+    /// The workers' numerics profile: `reproducible` or `native`.
+    pub numerics: String,
+    /// Whether the server ran in strict mode (as it reported).
+    pub strict: bool,
     pub workers: u32,
     pub replication: u32,
     pub target: u32,
@@ -22,6 +26,12 @@ pub struct Summary {
     pub repairs: u64,
     pub rebalances: u64,
     pub coverage_held_every_step: bool,
+    /// Block copies whose bits differed from another holder's copy of the same block and step.
+    pub replica_disagreements: u64,
+    /// The step of the first progress report that counted a disagreement.
+    pub first_disagreement_step: Option<u64>,
+    /// Workers replaced because the server reported them faulty (outvoted too often).
+    pub faulty_replaced: u64,
     /// Block gradients the server received per step, all workers together (m = no waste).
     pub gradients_per_step: f64,
     pub wall_seconds: f64,
@@ -50,6 +60,18 @@ impl Summary {
         println!(
             "workers killed    {}; repairs {}; rebalances {}",
             self.workers_killed, self.repairs, self.rebalances
+        );
+        println!(
+            "numerics          {}{}",
+            self.numerics,
+            if self.strict { ", strict" } else { "" }
+        );
+        let first = self
+            .first_disagreement_step
+            .map_or(String::new(), |s| format!(" (first at step {s})"));
+        println!(
+            "replica checks    {} disagreement(s){first}; faulty workers replaced {}",
+            self.replica_disagreements, self.faulty_replaced
         );
         println!(
             "coverage held     {}",

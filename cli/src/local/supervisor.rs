@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyk_core::{Layout, WorkerState, coverage_of, heal, plan, uncoded};
+use anyk_core::{Layout, Numerics, WorkerState, coverage_of, heal, plan, uncoded};
 use anyk_proto::launch::{EvaluateLaunch, ModelLaunch, ServerLaunch, WorkerLaunch};
 use anyk_proto::v1::{
     CheckpointRequest, Progress, ProgressRequest, SetLayoutRequest, control_client::ControlClient,
@@ -16,8 +16,10 @@ use indicatif::ProgressBar;
 use tonic::transport::Channel;
 
 use super::fleet::Fleet;
+use super::node_type;
 use super::processes::{bin_dir, evaluate, start_server};
-use super::report::{describe, moves_text, progress_bar, say, status_line, workers_text};
+use super::replicas::ReplicaWatch;
+use super::report::{first_line, moves_text, progress_bar, say, status_line, workers_text};
 use super::workdir::Workdir;
 use super::{Baseline, Kill, LocalArgs, LocalError, Summary};
 
@@ -32,41 +34,34 @@ pub async fn run(args: &LocalArgs) -> Result<Summary, LocalError> {
     };
     let faults = args.faults();
     faults.check(args.workers).map_err(LocalError::Invalid)?;
+    node_type::check(&args.node_type, args.workers).map_err(LocalError::Invalid)?;
     let dirs = Workdir::prepare(args)?;
     let bin = bin_dir()?;
     let (mut server, url) = start_server(&bin, &server_launch(args, &dirs.checkpoints), &dirs.logs).await?;
     let mut control = ControlClient::new(anyk_proto::transport::channel(&url)?);
     push(&mut control, &layout).await?;
-    let model = ModelLaunch {
-        model: args.model.clone(),
-        hidden: args.hidden,
-        device: args.device.clone(),
-        ..ModelLaunch::new(&dirs.data)
-    };
+    let model = model_launch(args, &dirs.data);
     let launch = WorkerLaunch::new(url, 0, model.clone());
-    let fleet = Fleet::start(bin.clone(), dirs.logs.clone(), launch, args.workers, &faults)?;
+    let nodes = args.node_type.clone();
+    let fleet = Fleet::start(
+        bin.clone(),
+        dirs.logs.clone(),
+        launch,
+        args.workers,
+        nodes,
+        &faults,
+    )?;
 
     let mode = match args.baseline {
         Some(Baseline::Sync) => "baseline sync (uncoded)".to_string(),
         None => format!("coded, {:?}", layout.scheme).to_lowercase(),
     };
     let bar = progress_bar(args.steps);
-    say(
-        &bar,
-        format!(
-            "anyk local: {mode}, n={} r={} k={} m={} blocks, {} steps; faults: {}; logs in {}",
-            layout.workers,
-            layout.replication,
-            layout.target_workers,
-            layout.blocks,
-            args.steps,
-            describe(&faults),
-            dirs.logs.display()
-        ),
-    );
+    say(&bar, first_line(&mode, &layout, args, &faults, &dirs.logs));
     let mut kills = faults.kills.clone();
     kills.sort_by_key(|k| k.step);
     let mut supervisor = Supervisor::new(control, layout, fleet, bar, args.every, kills, &dirs.logs);
+    supervisor.replicas.replace_faulty = args.numerics == Numerics::Reproducible;
     let last = supervisor.supervise().await?;
     supervisor.bar.finish_and_clear();
 
@@ -83,7 +78,18 @@ pub async fn run(args: &LocalArgs) -> Result<Summary, LocalError> {
     let accuracy = evaluate(&bin, &evaluation).await?;
     supervisor.fleet.finish().await;
     let _ = server.kill().await;
-    Ok(supervisor.summary(mode, &last, accuracy, started))
+    Ok(supervisor.summary(args, mode, &last, accuracy, started))
+}
+
+/// The model every worker of a local run trains (and the evaluation uses).
+fn model_launch(args: &LocalArgs, data: &Path) -> ModelLaunch {
+    ModelLaunch {
+        model: args.model.clone(),
+        hidden: args.hidden,
+        device: args.device.clone(),
+        numerics: args.numerics,
+        ..ModelLaunch::new(data)
+    }
 }
 
 /// The server of a local run: loopback, a port of the system's choosing, a checkpoint only at
@@ -97,6 +103,7 @@ fn server_launch(args: &LocalArgs, checkpoints: &Path) -> ServerLaunch {
         lr: args.lr,
         checkpoint_every: 0,
         checkpoint_dir: Some(checkpoints.to_path_buf()),
+        strict: args.strict,
         ..ServerLaunch::new(args.blocks)
     }
 }
@@ -114,6 +121,7 @@ struct Supervisor {
     step: u64,
     progress: Progress,
     killed: BTreeSet<u32>,
+    replicas: ReplicaWatch,
     coverage_ok: bool,
     repairs: u64,
     rebalances: u64,
@@ -140,6 +148,7 @@ impl Supervisor {
             step: 0,
             progress: Progress::default(),
             killed: BTreeSet::new(),
+            replicas: ReplicaWatch::default(),
             coverage_ok: true,
             repairs: 0,
             rebalances: 0,
@@ -181,27 +190,17 @@ impl Supervisor {
         }
     }
 
-    /// A progress report: check coverage, inject the kills that are due, heal with the workers
-    /// that joined.
+    /// A progress report: check coverage, inject the kills that are due, replace the workers
+    /// reported faulty, heal with the workers that joined.
     async fn on_progress(&mut self, p: Progress) -> Result<(), LocalError> {
         if p.step > self.step {
             self.record_steps(&p);
         }
-        let due: Vec<Kill> = self
-            .kills
-            .iter()
-            .filter(|k| k.step <= p.step && !self.killed.contains(&k.worker))
-            .copied()
-            .collect();
-        let killing = !due.is_empty();
-        for k in due {
-            if self.fleet.kill(k.worker).await {
-                let line = format!("step {:>4}: killed worker {} (SIGKILL)", p.step, k.worker);
-                say(&self.bar, line);
-            }
-            self.killed.insert(k.worker);
-        }
-        if killing {
+        // Before healing: a repair is reported at, and a replacement awaits a join after, this step.
+        self.progress = p.clone();
+        let killing = self.inject_kills(p.step).await;
+        let replacing = self.kill_faulty(&p).await;
+        if killing || replacing {
             // Handled at once rather than at the next tick: on a busy machine a tick can come
             // after the job has trained on (or finished) without the repair the run injects.
             self.on_tick().await?;
@@ -211,8 +210,44 @@ impl Supervisor {
             self.fleet.set(w, WorkerState::Ready);
             self.heal(p.step).await?;
         }
-        self.progress = p;
         Ok(())
+    }
+
+    /// Kills the workers whose kill is due; says whether there were any.
+    async fn inject_kills(&mut self, step: u64) -> bool {
+        let due: Vec<Kill> = self
+            .kills
+            .iter()
+            .filter(|k| k.step <= step && !self.killed.contains(&k.worker))
+            .copied()
+            .collect();
+        for k in &due {
+            if self.fleet.kill(k.worker).await {
+                let line = format!("step {step:>4}: killed worker {} (SIGKILL)", k.worker);
+                say(&self.bar, line);
+            }
+            self.killed.insert(k.worker);
+        }
+        !due.is_empty()
+    }
+
+    /// Says when replicas first disagreed, and kills the workers the server newly reports
+    /// faulty: they are then lost like any killed worker (repair, replacement, rebalance).
+    /// Says whether it killed any.
+    async fn kill_faulty(&mut self, p: &Progress) -> bool {
+        let (first, faulty) = self.replicas.observe(p);
+        if let Some(line) = first {
+            say(&self.bar, line);
+        }
+        let mut killed = false;
+        for f in faulty.into_iter().filter(|_| self.replicas.replace_faulty) {
+            if self.fleet.kill(f.worker).await {
+                say(&self.bar, f.line(p.step));
+                self.replicas.replaced += 1;
+                killed = true;
+            }
+        }
+        killed
     }
 
     /// Every tick: workers whose process died are lost; heal, then start their replacements.
@@ -289,10 +324,19 @@ impl Supervisor {
         self.step = p.step;
     }
 
-    fn summary(&self, mode: String, last: &Progress, accuracy: f64, started: Instant) -> Summary {
+    fn summary(
+        &self,
+        args: &LocalArgs,
+        mode: String,
+        last: &Progress,
+        accuracy: f64,
+        started: Instant,
+    ) -> Summary {
         let layout = &self.layout;
         Summary {
             mode,
+            numerics: args.numerics.to_string(),
+            strict: last.strict,
             workers: layout.workers,
             replication: layout.replication,
             target: layout.target_workers,
@@ -308,6 +352,9 @@ impl Supervisor {
             repairs: self.repairs,
             rebalances: self.rebalances,
             coverage_held_every_step: self.coverage_ok,
+            replica_disagreements: last.replica_disagreements,
+            first_disagreement_step: self.replicas.first_disagreement,
+            faulty_replaced: self.replicas.replaced,
             gradients_per_step: last.gradients_received as f64 / last.step.max(1) as f64,
             wall_seconds: started.elapsed().as_secs_f64(),
             param_sha256: last.param_sha256.clone(),

@@ -55,16 +55,20 @@ pub fn server_url(job: &TrainingJob) -> String {
     format!("http://{}:{SERVER_PORT}", server_name(job))
 }
 
-/// The endpoint the operator calls: the annotation's, or the Service's cluster DNS name.
+/// The endpoint the operator calls: the Service's cluster DNS name.
 pub fn control_endpoint(job: &TrainingJob) -> String {
-    match job.annotations().get(SERVER_ENDPOINT_ANNOTATION) {
-        Some(endpoint) => endpoint.clone(),
-        None => format!(
-            "http://{}.{}.svc:{SERVER_PORT}",
-            server_name(job),
-            job.namespace().unwrap_or_default()
-        ),
-    }
+    format!(
+        "http://{}.{}.svc:{SERVER_PORT}",
+        server_name(job),
+        job.namespace().unwrap_or_default()
+    )
+}
+
+/// The annotation's endpoint of a server outside the cluster, when the operator allows it.
+pub fn external_endpoint(job: &TrainingJob, allowed: bool) -> Option<String> {
+    allowed
+        .then(|| job.annotations().get(SERVER_ENDPOINT_ANNOTATION).cloned())
+        .flatten()
 }
 
 fn labels(job: &TrainingJob, role: Role) -> BTreeMap<String, String> {

@@ -3,9 +3,11 @@
 
 use std::path::PathBuf;
 
+use anyk_core::Numerics;
+use anyk_core::numerics::REPRODUCIBLE_ENV;
 use anyk_proto::launch::{ModelLaunch, ServerLaunch, WorkerLaunch};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, HostPathVolumeSource,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HostPathVolumeSource,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
     SecurityContext, TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount,
 };
@@ -36,6 +38,7 @@ pub fn server_pod(job: &TrainingJob, images: &Images) -> Pod {
         momentum: t.momentum as f32,
         checkpoint_dir: Some(CHECKPOINT_DIR.into()),
         checkpoint_every: t.checkpoint_interval,
+        strict: t.strict,
         ..ServerLaunch::new(spec.dataset.blocks)
     };
     let checkpoints = match &t.checkpoint_claim {
@@ -79,6 +82,7 @@ pub fn worker_pod(job: &TrainingJob, worker: u32, images: &Images) -> Pod {
     let mut model_launch = ModelLaunch::new(PathBuf::from(on_data_volume(&spec.dataset.path)));
     model_launch.model = model;
     model_launch.hidden = spec.model.hidden.into();
+    model_launch.numerics = spec.training.numerics;
     let launch = WorkerLaunch::new(server_url(job), worker, model_launch);
     let data = match (&spec.dataset.persistent_volume_claim, &spec.dataset.host_path) {
         (Some(claim), _) => claim_volume("data", claim, true),
@@ -94,6 +98,7 @@ pub fn worker_pod(job: &TrainingJob, worker: u32, images: &Images) -> Pod {
     };
     let container = Container {
         name: "worker".into(),
+        env: numerics_env(spec.training.numerics),
         image: Some(spec.worker.image.clone().unwrap_or_else(|| images.worker.clone())),
         args: Some(launch.args()),
         volume_mounts: Some(vec![mount("data", DATA_DIR, true)]),
@@ -122,6 +127,21 @@ pub fn worker_pod(job: &TrainingJob, worker: u32, images: &Images) -> Pod {
         }]);
     }
     pod
+}
+
+/// The reproducible profile in the pod's environment: it spares the worker its re-exec (which
+/// loads libtorch twice) and shows in `kubectl describe` what a worker computes under.
+fn numerics_env(numerics: Numerics) -> Option<Vec<EnvVar>> {
+    (numerics == Numerics::Reproducible).then(|| {
+        REPRODUCIBLE_ENV
+            .iter()
+            .map(|(name, value)| EnvVar {
+                name: (*name).into(),
+                value: Some((*value).into()),
+                ..EnvVar::default()
+            })
+            .collect()
+    })
 }
 
 /// A pod that satisfies the "restricted" Pod Security Standard and mounts no API token:

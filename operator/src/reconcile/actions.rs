@@ -16,6 +16,9 @@ pub struct Seen {
     /// The status as the apiserver has it (not the watch cache: the layout must never step back).
     pub status: TrainingJobStatus,
     pub observed: Observed,
+    /// A server outside the cluster to call instead of the job's own (the endpoint annotation,
+    /// when the operator allows it).
+    pub external_server: Option<String>,
     pub now: Timestamp,
 }
 
@@ -73,6 +76,8 @@ pub struct Training {
     pub status: TrainingJobStatus,
     /// Whether the server is there to ask (its pod is ready, or it runs outside the cluster).
     pub ask_server: bool,
+    /// Where to ask it.
+    pub endpoint: String,
     /// Pods are being replaced or are not all ready yet: look again soon.
     pub hurry: bool,
     /// The soonest a NotReady node's grace runs out.

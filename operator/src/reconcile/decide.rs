@@ -7,13 +7,14 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyk_core::heal::{Healing, WorkerState, heal, ready_workers};
-use anyk_core::{Layout, PlanError, plan};
+use anyk_core::{Layout, Numerics, PlanError, plan};
 use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
 
 pub use super::actions::{Actions, Decision, Deletion, Next, Note, Seen, Then, Training};
-use crate::children::{self, SERVER_ENDPOINT_ANNOTATION};
-use crate::crd::{LayoutState, Repair, TrainingJob, TrainingJobStatus};
+use super::notes::{faulty_notes, healing_notes, note, server_replaced_note};
+use super::restore::restore;
+use crate::children;
+use crate::crd::{Repair, TrainingJob, TrainingJobStatus, WorkerIncarnation};
 use crate::status::{self, Facts, ServerState, phase};
 
 /// Polling intervals: soon while pods are replaced, regularly for progress, slowly otherwise.
@@ -24,6 +25,18 @@ const RESUME_WAIT: Duration = Duration::from_secs(1);
 
 /// The first half of a pass.
 pub fn decide(job: &TrainingJob, seen: &Seen) -> Decision {
+    if claims_success_falsely(&seen.status) {
+        // Edited by hand (nothing the operator writes looks like this): keep managing the job.
+        let mut sane = seen.clone();
+        sane.status.phase = None;
+        let mut decision = decide(job, &sane);
+        let message = "status said Succeeded but the server never reported the final step: still training";
+        decision
+            .actions
+            .notes
+            .insert(0, note(true, "InvalidStatus", "Restore", message));
+        return decision;
+    }
     let spec = &job.spec;
     // The CRD's CEL rules reject impossible jobs; this catches one that slipped past (an older
     // CRD) and waits for a change instead of retrying.
@@ -56,10 +69,67 @@ pub fn decide(job: &TrainingJob, seen: &Seen) -> Decision {
             then: Then::Done(Next::After(RESUME_WAIT)),
         };
     }
-    let layout = restore(planned, seen.status.layout.as_ref());
+    train_after_healing(job, seen, planned, resuming)
+}
+
+/// Restores the layout, heals it with what the pods (and the server's faulty reports) say, and
+/// decides the pass of a job that trains.
+fn train_after_healing(job: &TrainingJob, seen: &Seen, planned: Layout, resuming: bool) -> Decision {
+    let (layout, invalid_status) = match restore(planned, seen.status.layout.as_ref()) {
+        Ok(layout) => (layout, None),
+        Err(replanned) => (replanned.layout, Some(replanned.reason)),
+    };
     // After a resume every pod is missing because suspend deleted it, not because it was lost.
     let created = seen.status.layout.is_some() && !resuming;
-    train(job, seen, &heal(&layout, &seen.observed.workers, created))
+    // A worker the server reports faulty is replaced like a lost one (invariant 7).
+    // Not with native numerics: node types then legitimately differ, and the minority is a node
+    // type, not a broken worker.
+    let faulty = if job.spec.training.numerics == Numerics::Reproducible {
+        faulty_to_replace(&seen.status)
+    } else {
+        Vec::new()
+    };
+    let mut workers = seen.observed.workers.clone();
+    for f in &faulty {
+        if let Some(state) = workers.get_mut(f.worker as usize) {
+            *state = WorkerState::Failed;
+        }
+    }
+    let healing = heal(&layout, &workers, created);
+    let mut decision = train(job, seen, &workers, &healing, &faulty);
+    if let Some(reason) = invalid_status {
+        let message = format!(
+            "the layout in status is not valid ({reason}): replanned at epoch {}",
+            layout.epoch
+        );
+        decision
+            .actions
+            .notes
+            .insert(0, note(true, "InvalidStatus", "Restore", &message));
+    }
+    decision
+}
+
+/// Phase Succeeded without the server's report of the final step behind it.
+fn claims_success_falsely(status: &TrainingJobStatus) -> bool {
+    let reported = status
+        .progress
+        .as_ref()
+        .is_some_and(|p| p.total_steps > 0 && p.step >= p.total_steps);
+    status.phase.as_deref() == Some(phase::SUCCEEDED) && !reported
+}
+
+/// Faulty worker incarnations in the server's last report that were not replaced yet.
+fn faulty_to_replace(status: &TrainingJobStatus) -> Vec<WorkerIncarnation> {
+    let reported = status
+        .progress
+        .as_ref()
+        .map_or(&[][..], |p| &p.faulty_workers[..]);
+    reported
+        .iter()
+        .filter(|f| !status.replaced_faulty.contains(f))
+        .cloned()
+        .collect()
 }
 
 /// The second half, once the server was asked (or not): progress into status, success, and when
@@ -79,6 +149,8 @@ pub fn after_server(
     };
     let with_progress = status::running(job, &training.status, &facts);
     let changed = with_progress != training.status;
+    let disagreements = |s: &TrainingJobStatus| s.progress.as_ref().map_or(0, |p| p.replica_disagreements);
+    let new_disagreements = disagreements(&with_progress).saturating_sub(disagreements(&training.status));
     if with_progress.phase.as_deref() == Some(phase::SUCCEEDED) {
         let (mut actions, next) = finished(job, &with_progress, now);
         actions.notes.insert(
@@ -98,10 +170,18 @@ pub fn after_server(
     if let Some(recheck) = training.recheck {
         again = again.min(recheck + Duration::from_millis(100));
     }
-    let actions = Actions {
+    let mut actions = Actions {
         status: changed.then_some(with_progress),
         ..Actions::default()
     };
+    if new_disagreements > 0 {
+        let message = format!(
+            "{new_disagreements} more block copies differed from another holder's copy of the same block"
+        );
+        actions
+            .notes
+            .push(note(true, "ReplicasDisagree", "Verify", &message));
+    }
     (actions, Next::After(again))
 }
 
@@ -176,13 +256,21 @@ fn suspend(job: &TrainingJob, seen: &Seen) -> Decision {
 }
 
 /// A running (or starting) job after healing: the repaired status, Events, replacements.
-fn train(job: &TrainingJob, seen: &Seen, healing: &Healing) -> Decision {
+fn train(
+    job: &TrainingJob,
+    seen: &Seen,
+    workers: &[WorkerState],
+    healing: &Healing,
+    faulty: &[WorkerIncarnation],
+) -> Decision {
     let observed = &seen.observed;
-    let ready = ready_workers(&observed.workers);
+    let ready = ready_workers(workers);
     let server_failed = observed.server == WorkerState::Failed;
-    let status = healed_status(job, seen, healing, &ready, server_failed);
-    let mut notes = healing_notes(healing);
-    let mut delete_pods: Vec<(String, Deletion)> = replaced_workers(healing, &observed.workers)
+    let mut status = healed_status(job, seen, healing, &ready, server_failed);
+    status.replaced_faulty.extend(faulty.iter().cloned());
+    let mut notes = faulty_notes(faulty);
+    notes.extend(healing_notes(healing));
+    let mut delete_pods: Vec<(String, Deletion)> = replaced_workers(healing, workers)
         .map(|w| (children::worker_name(job, w), Deletion::Now))
         .collect();
     if server_failed {
@@ -204,8 +292,11 @@ fn train(job: &TrainingJob, seen: &Seen, healing: &Healing) -> Decision {
         hurry: !healing.lost.is_empty() || server_failed || ready.len() < job.spec.workers as usize,
         ready,
         status: status.clone(),
-        ask_server: observed.server == WorkerState::Ready
-            || job.annotations().contains_key(SERVER_ENDPOINT_ANNOTATION),
+        ask_server: observed.server == WorkerState::Ready || seen.external_server.is_some(),
+        endpoint: seen
+            .external_server
+            .clone()
+            .unwrap_or_else(|| children::control_endpoint(job)),
         recheck: observed.recheck,
     };
     Decision {
@@ -262,60 +353,4 @@ fn replaced_workers<'a>(healing: &'a Healing, workers: &'a [WorkerState]) -> imp
             && workers[*w as usize] == WorkerState::Failed
     });
     healing.lost.iter().copied().chain(failed_spares)
-}
-
-fn healing_notes(healing: &Healing) -> Vec<Note> {
-    let mut notes = Vec::new();
-    if !healing.lost.is_empty() {
-        let lost = &healing.lost;
-        notes.push(if healing.coverage_lost {
-            let message = format!(
-                "workers {lost:?} lost: fewer than targetWorkers remain, so the server waits until replacements are ready"
-            );
-            note(true, "CoverageLost", "Heal", &message)
-        } else {
-            let message = format!(
-                "workers {lost:?} lost: layout repaired to epoch {}, {} block copies moved; replacement pods created",
-                healing.layout.epoch,
-                healing.repair_moves.len()
-            );
-            note(true, "LayoutRepaired", "Heal", &message)
-        });
-    }
-    if !healing.joined.is_empty() {
-        let message = format!(
-            "replacement workers {:?} ready: rebalanced in at epoch {}",
-            healing.joined, healing.layout.epoch
-        );
-        notes.push(note(false, "WorkersRejoined", "Heal", &message));
-    }
-    notes
-}
-
-fn server_replaced_note(job: &TrainingJob) -> Note {
-    let message = if job.spec.training.checkpoint_claim.is_some() {
-        "the parameter-server pod failed; replaced, it resumes from its newest checkpoint"
-    } else {
-        "the parameter-server pod failed; replaced, it starts over (no training.checkpointClaim)"
-    };
-    note(true, "ServerReplaced", "Heal", message)
-}
-
-fn note(warning: bool, reason: &'static str, action: &'static str, message: &str) -> Note {
-    Note {
-        warning,
-        reason,
-        action,
-        message: message.to_string(),
-    }
-}
-
-/// The planned layout, carrying the epoch, holders and members saved in status.
-fn restore(mut planned: Layout, saved: Option<&LayoutState>) -> Layout {
-    if let Some(saved) = saved.filter(|s| s.holders.len() == planned.holders.len()) {
-        planned.epoch = saved.epoch;
-        planned.holders = saved.holders.clone();
-        planned.members = saved.members.iter().copied().collect();
-    }
-    planned
 }

@@ -15,16 +15,16 @@ use crate::observe::Observed;
 use crate::status::tests::server_at;
 use crate::status::{ServerState, phase};
 
-fn job() -> TrainingJob {
+pub(super) fn job() -> TrainingJob {
     training_job("digits").namespace("ml").build()
 }
 
-fn at(secs: i64) -> Timestamp {
+pub(super) fn at(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).unwrap()
 }
 
 /// What a pass sees: these pod states (Missing: no pod), and the status left by earlier passes.
-fn seen(status: &TrainingJobStatus, workers: [WorkerState; 8], server: WorkerState) -> Seen {
+pub(super) fn seen(status: &TrainingJobStatus, workers: [WorkerState; 8], server: WorkerState) -> Seen {
     let job = job();
     let mut existing: BTreeSet<String> = (0..8u32)
         .filter(|&w| workers[w as usize] != Missing)
@@ -42,12 +42,13 @@ fn seen(status: &TrainingJobStatus, workers: [WorkerState; 8], server: WorkerSta
             existing,
             terminating: BTreeSet::new(),
         },
+        external_server: None,
         now: at(100),
     }
 }
 
 /// The status a healthy running job has after its pods were created.
-fn running_status() -> TrainingJobStatus {
+pub(super) fn running_status() -> TrainingJobStatus {
     let first = decide(
         &job(),
         &seen(&TrainingJobStatus::default(), [Missing; 8], Missing),
@@ -56,14 +57,14 @@ fn running_status() -> TrainingJobStatus {
     healthy.actions.status.unwrap()
 }
 
-fn training(decision: &Decision) -> &Training {
+pub(super) fn training(decision: &Decision) -> &Training {
     match &decision.then {
         Then::AskServer(training) => training.as_ref(),
         Then::Done(next) => panic!("expected a pass that asks the server, got {next:?}"),
     }
 }
 
-fn reasons(actions: &Actions) -> Vec<&'static str> {
+pub(super) fn reasons(actions: &Actions) -> Vec<&'static str> {
     actions.notes.iter().map(|n| n.reason).collect()
 }
 
@@ -259,6 +260,11 @@ fn a_finished_job_is_deleted_after_its_ttl() {
     let mut status = running_status();
     status.phase = Some(phase::SUCCEEDED.into());
     status.completion_time = Some(at(40).to_string());
+    status.progress = Some(crate::crd::Progress {
+        step: 300,
+        total_steps: 300,
+        ..Default::default()
+    });
     let cases = [
         (None, Next::AwaitChange, false),
         (Some(100), Next::After(Duration::from_secs(40)), false),

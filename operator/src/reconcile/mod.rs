@@ -16,7 +16,11 @@ mod apply;
 pub mod decide;
 #[cfg(test)]
 mod decide_tests;
+mod notes;
 mod read;
+#[cfg(test)]
+mod replica_tests;
+mod restore;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -79,7 +83,8 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Actio
         Then::Done(next) => next,
         Then::AskServer(mut training) => {
             let server = if training.ask_server {
-                ctx.ask_server(&job, &mut training.layout).await
+                ctx.ask_server(&job, &training.endpoint, &mut training.layout)
+                    .await
             } else {
                 ServerState::NotAsked
             };

@@ -9,7 +9,7 @@ use kube::{Api, ResourceExt};
 
 use super::Error;
 use super::decide::Seen;
-use crate::children::JOB_LABEL;
+use crate::children::{JOB_LABEL, external_endpoint};
 use crate::controller::Context;
 use crate::crd::TrainingJob;
 use crate::observe::{NodeHealth, node_health, observe};
@@ -44,6 +44,7 @@ pub async fn read(job: &TrainingJob, ctx: &Context) -> Result<Option<Seen>, Erro
     Ok(Some(Seen {
         status: fresh.status.unwrap_or_default(),
         observed,
+        external_server: external_endpoint(job, ctx.settings.allow_server_endpoint_annotation),
         now,
     }))
 }

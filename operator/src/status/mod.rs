@@ -89,6 +89,7 @@ pub fn running(job: &TrainingJob, previous: &TrainingJobStatus, facts: &Facts) -
             .clone()
             .or_else(|| finished.then(|| facts.now.to_string())),
         server_restarts: previous.server_restarts,
+        replaced_faulty: previous.replaced_faulty.clone(),
         layout: Some(LayoutState {
             epoch: layout.epoch,
             holders: layout.holders.clone(),
@@ -148,6 +149,7 @@ fn running_conditions(
                 coverage.live, facts.layout.target_workers
             ),
         ),
+        replicas_condition(job, previous, facts),
         c(
             "Succeeded",
             finished,
@@ -157,6 +159,36 @@ fn running_conditions(
         c("Failed", false, "SpecValid", String::new()),
         c("Suspended", false, "NotSuspended", String::new()),
     ]
+}
+
+/// ReplicasDisagree: True once two holders of a block sent different bits for it.
+fn replicas_condition(job: &TrainingJob, previous: &TrainingJobStatus, facts: &Facts) -> Condition {
+    let progress = match &facts.server {
+        ServerState::Reachable { progress, .. } => Some(progress),
+        _ => previous.progress.as_ref(),
+    };
+    let disagreements = progress.map_or(0, |p| p.replica_disagreements);
+    let faulty: Vec<u32> =
+        progress.map_or_else(Vec::new, |p| p.faulty_workers.iter().map(|f| f.worker).collect());
+    let (reason, message) = if disagreements == 0 {
+        (
+            "ReplicasAgree",
+            "every block copy compared so far agreed".to_string(),
+        )
+    } else {
+        let message = format!(
+            "{disagreements} block copies differed from another holder's; faulty workers: {faulty:?}"
+        );
+        ("ReplicasDisagree", message)
+    };
+    condition(
+        job,
+        "ReplicasDisagree",
+        disagreements > 0,
+        reason,
+        &message,
+        facts.now,
+    )
 }
 
 /// The Progressing condition's status, reason and message.

@@ -70,6 +70,8 @@ impl Operator {
                 .env("ANYK_NODE_GRACE_SECONDS", NODE_GRACE_SECONDS.to_string())
                 .env("ANYK_METRICS_ADDR", format!("127.0.0.1:{}", self.metrics_port))
                 .env("ANYK_OPERATOR_NAMESPACE", &self.namespace)
+                // The live job's server runs outside the cluster, as a process of this test.
+                .env("ANYK_ALLOW_SERVER_ENDPOINT_ANNOTATION", "true")
                 .env("ANYK_LOG", "info,anyk_operator=debug"),
             &self.dir,
         ));

@@ -1,5 +1,5 @@
 //! What the server counts for progress reports: stragglers skipped, gradients dropped, step
-//! times, and per-worker statistics.
+//! times, replica disagreements, and per-worker statistics.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -15,6 +15,9 @@ pub(super) struct WorkerCounters {
     accepted: u64,
     latency_total: Duration,
     skipped: u64,
+    /// Replica agreement since this worker id last joined (docs/design.md, invariant 7).
+    disagreements: u64,
+    outvoted: u64,
 }
 
 #[derive(Default)]
@@ -26,10 +29,34 @@ pub(super) struct Counters {
     step_time_total: Duration,
     steps_timed: u64,
     skipped_last_step: Vec<u32>,
+    replica_disagreements: u64,
     pub workers: BTreeMap<u32, WorkerCounters>,
 }
 
 impl Counters {
+    /// A worker id joined (again): its agreement record starts over.
+    pub fn joined(&mut self, worker: u32) {
+        let stats = self.workers.entry(worker).or_default();
+        stats.joins += 1;
+        stats.disagreements = 0;
+        stats.outvoted = 0;
+    }
+
+    /// Counts one disagreeing copy for each of `workers`.
+    pub fn disagreed(&mut self, workers: &[u32]) {
+        for &w in workers {
+            self.workers.entry(w).or_default().disagreements += 1;
+        }
+        self.replica_disagreements += workers.len() as u64;
+    }
+
+    /// Counts `worker` outvoted once; returns its count since it joined.
+    pub fn outvoted(&mut self, worker: u32) -> u64 {
+        let stats = self.workers.entry(worker).or_default();
+        stats.outvoted += 1;
+        stats.outvoted
+    }
+
     pub fn accepted(&mut self, worker: u32, latency: Duration) {
         let stats = self.workers.entry(worker).or_default();
         stats.accepted += 1;
@@ -58,8 +85,9 @@ impl Counters {
         }
     }
 
-    /// The counted part of a progress report, `elapsed` after the server started.
-    pub fn progress(&self, elapsed: Duration) -> Progress {
+    /// The counted part of a progress report, `elapsed` after the server started; a worker
+    /// outvoted `faulty_after` times is faulty.
+    pub fn progress(&self, elapsed: Duration, faulty_after: u64) -> Progress {
         let elapsed = elapsed.as_secs_f64();
         Progress {
             steps_per_second: if elapsed > 0.0 {
@@ -81,12 +109,22 @@ impl Counters {
                     gradients_accepted: w.accepted,
                     steps_skipped: w.skipped,
                     joins: w.joins,
+                    disagreements: w.disagreements,
+                    outvoted: w.outvoted,
+                    faulty: is_faulty(w.outvoted, faulty_after),
                 })
                 .collect(),
             redundant_gradients_dropped: self.redundant_dropped,
+            replica_disagreements: self.replica_disagreements,
             ..Progress::default()
         }
     }
+}
+
+/// Outvoted at least `faulty_after` times; a worker never outvoted is never faulty (so 0
+/// behaves as 1).
+pub(super) fn is_faulty(outvoted: u64, faulty_after: u64) -> bool {
+    outvoted >= faulty_after.max(1)
 }
 
 /// `total` over `count` in milliseconds; 0 when nothing was counted.

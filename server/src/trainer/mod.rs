@@ -2,6 +2,7 @@
 //! parameters and optimizer, and the collection of the current step's gradients. The service
 //! layer locks it, calls one method per request, and delivers what the method returns.
 
+mod agreement;
 mod counters;
 mod layouts;
 mod model;
@@ -10,8 +11,9 @@ mod tests;
 
 use std::time::Instant;
 
+use agreement::{Agreement, Digest, Verdict};
 use anyk_core::Layout;
-use anyk_core::aggregate::Offer;
+use anyk_core::aggregate::{Offer, OfferError};
 use anyk_core::checkpoint::Checkpoint;
 use anyk_core::digest::param_sha256;
 use anyk_core::optimizer::Optimizer;
@@ -31,6 +33,8 @@ pub struct Trainer {
     /// parameters, optimizer, step counter and the step being collected exist together.
     model: Option<Model>,
     counters: Counters,
+    /// Digests of the copies of the current and the previous step (docs/design.md, invariant 7).
+    agreement: Agreement,
     started: Instant,
 }
 
@@ -49,6 +53,7 @@ impl Trainer {
             layout: None,
             model: None,
             counters: Counters::default(),
+            agreement: Agreement::default(),
             started: Instant::now(),
         }
     }
@@ -75,9 +80,11 @@ impl Trainer {
     }
 
     /// Registers a worker; returns the job's parameter count (0 while it needs initial ones).
+    /// A worker id that joins again (a replacement) starts with a clean agreement record.
     pub fn join(&mut self, worker: u32) -> Result<u64, RequestError> {
         layouts::member(self.layout.as_ref(), worker)?;
-        self.counters.workers.entry(worker).or_default().joins += 1;
+        self.counters.joined(worker);
+        self.agreement.forget(worker);
         Ok(self.model.as_ref().map_or(0, |m| m.params.len() as u64))
     }
 
@@ -121,18 +128,40 @@ impl Trainer {
         self.model.as_ref().map(Model::event)
     }
 
-    /// Validates and offers one gradient; aggregates and releases the next step at first cover.
+    /// Validates, compares with the other holders' copies and offers one gradient; aggregates
+    /// and releases the next step at first cover (in strict mode, of agreed gradients).
     pub fn push(&mut self, req: &GradientRequest, now: Instant) -> Result<PushOutcome, RequestError> {
         let gradient = self.check_push(req)?;
         self.counters.received += req.blocks.len() as u64;
-        let Some(model) = self.model.as_mut() else {
-            return Err(RequestError::NotInitialized);
-        };
+        let digest = agreement::digest(req.gradient.as_ref().map_or(&[][..], |t| &t.data[..]));
+        let verdict = self.compare(req, digest);
         // `check_push` refused future steps: an older one, or any after the end, is late.
-        let current = req.step == model.step;
-        let Some(round) = model.round.as_mut().filter(|_| current) else {
+        if req.step != self.step() || self.is_finished() {
             self.counters.late_dropped += 1;
             return Ok(self.dropped(true));
+        }
+        if !self.settings.strict {
+            return self.offer(req, gradient, &[], now);
+        }
+        match self.confirm(req, gradient, digest, verdict.as_ref()) {
+            Some(gradient) => {
+                let agreeing = verdict.map(|v| v.agreeing).unwrap_or_default();
+                self.offer(req, gradient, &agreeing, now)
+            }
+            None => Ok(self.dropped(false)),
+        }
+    }
+
+    /// Offers a gradient to the open step, whose `confirmed_by` (strict mode) contributed too.
+    fn offer(
+        &mut self,
+        req: &GradientRequest,
+        gradient: Vec<f32>,
+        confirmed_by: &[u32],
+        now: Instant,
+    ) -> Result<PushOutcome, RequestError> {
+        let Some(round) = self.model.as_mut().and_then(|m| m.round.as_mut()) else {
+            return Err(RequestError::NotInitialized);
         };
         match round.aggregator.offer(&req.blocks, gradient)? {
             Offer::Redundant => {
@@ -141,7 +170,9 @@ impl Trainer {
             }
             Offer::Accepted { complete } => {
                 let latency = round.accept(req, now);
+                round.contributors.extend(confirmed_by);
                 self.counters.accepted(req.worker, latency);
+                self.agreement.accepted(req.step, &req.blocks);
                 let released = if complete { self.release_step(now) } else { None };
                 Ok(PushOutcome {
                     response: GradientResponse {
@@ -164,7 +195,10 @@ impl Trainer {
             epoch: self.layout.as_ref().map_or(0, |l| l.epoch),
             finished: self.is_finished(),
             param_sha256: model.map(|m| param_sha256(&m.params)).unwrap_or_default(),
-            ..self.counters.progress(self.started.elapsed())
+            strict: self.settings.strict,
+            ..self
+                .counters
+                .progress(self.started.elapsed(), self.settings.faulty_after)
         }
     }
 
@@ -214,7 +248,85 @@ impl Trainer {
                 epoch: layout.epoch,
             });
         }
+        // One block or exactly one unit, checked before the copy is compared with others.
+        if req.blocks.len() > 1
+            && !layout
+                .units
+                .iter()
+                .any(|&(lo, hi)| req.blocks.iter().copied().eq(lo..hi))
+        {
+            return Err(OfferError::NotAUnit {
+                blocks: req.blocks.clone(),
+            }
+            .into());
+        }
         tensor::decode(req.gradient.as_ref(), model.params.len())
+    }
+
+    /// Records a copy's digest and counts and logs what it shows (docs/design.md, invariant 7);
+    /// `None` when the copy is not compared (too old, or its sender's second copy).
+    fn compare(&mut self, req: &GradientRequest, digest: Digest) -> Option<Verdict> {
+        let verdict = self
+            .agreement
+            .record(self.step(), req.step, &req.blocks, req.worker, digest)?;
+        if !verdict.disagreeing.is_empty() {
+            tracing::warn!(
+                step = req.step,
+                blocks = ?req.blocks,
+                worker = req.worker,
+                agreeing = ?verdict.agreeing,
+                differing = ?verdict.differing,
+                "replica disagreement: holders sent different gradients for the same blocks and step"
+            );
+            self.counters.disagreed(&verdict.disagreeing);
+        }
+        for &worker in &verdict.outvoted {
+            let times = self.counters.outvoted(worker);
+            if times == self.settings.faulty_after.max(1) {
+                tracing::warn!(
+                    worker,
+                    outvoted = times,
+                    "worker is faulty: outvoted by agreeing holders"
+                );
+            }
+        }
+        Some(verdict)
+    }
+
+    /// Strict mode: the gradient to offer (its blocks are already accepted, or another holder
+    /// sent the same bits), or `None` while it waits for a matching copy, held meanwhile.
+    fn confirm(
+        &mut self,
+        req: &GradientRequest,
+        gradient: Vec<f32>,
+        digest: Digest,
+        verdict: Option<&Verdict>,
+    ) -> Option<Vec<f32>> {
+        let covered = self.covered();
+        if req.blocks.iter().all(|b| covered.contains(b)) {
+            return Some(gradient);
+        }
+        // A second copy from the same sender confirms nothing.
+        let verdict = verdict?;
+        if verdict.agreeing.len() >= 2 && self.agreement.confirms(req.step, &req.blocks, digest, &gradient) {
+            return Some(gradient);
+        }
+        let holders = self.layout.as_ref().map_or(0, |l| {
+            l.members
+                .iter()
+                .filter(|&&w| req.blocks.iter().all(|&b| l.holds(w, b)))
+                .count()
+        });
+        if verdict.senders >= holders && verdict.majority < 2 {
+            tracing::warn!(
+                step = req.step,
+                blocks = ?req.blocks,
+                senders = verdict.senders,
+                "every holder sent a copy and no two agree: the blocks stay unaccepted until a holder is replaced"
+            );
+        }
+        self.agreement.hold(req.step, &req.blocks, digest, gradient);
+        None
     }
 
     /// Applies the step just covered, records who was skipped, and opens the next one.
@@ -223,6 +335,7 @@ impl Trainer {
         let done = model.apply_round()?;
         self.counters.step_done(&done, self.layout.as_ref(), now);
         model.open_round(self.layout.as_ref(), &self.settings, true, now);
+        self.agreement.release_before(model.step);
         Some(model.event())
     }
 

@@ -23,6 +23,7 @@ mod error;
 
 pub use error::RunError;
 
+use crate::corrupt::Corruption;
 use crate::data::BlockCache;
 use crate::model::{Model, ModelSpec};
 use crate::straggle::Straggle;
@@ -34,6 +35,8 @@ pub struct WorkerConfig {
     pub model: ModelSpec,
     pub device: Device,
     pub straggle: Straggle,
+    /// Fault injection: wrong bits from a given step on.
+    pub corruption: Corruption,
 }
 
 /// What the worker did, for its exit log.
@@ -208,7 +211,8 @@ impl Worker<'_> {
             };
             done.insert(block);
             let started = Instant::now();
-            let (gradient, loss) = self.block_gradient(model, step, block)?;
+            let (mut gradient, loss) = self.block_gradient(model, step, block)?;
+            self.config.corruption.apply(step, &mut gradient);
             let compute = started.elapsed();
             let delay = self.config.straggle.delay(compute, self.send_time);
             if !delay.is_zero() && self.wait_interruptibly(delay, events).await? {

@@ -1,6 +1,8 @@
 //! The state machine driven directly, without gRPC: joining and initial parameters here,
-//! layouts in `layouts.rs`, gradients in `push.rs`, the end of a job and resuming in `resume.rs`.
+//! layouts in `layouts.rs`, gradients in `push.rs`, the end of a job and resuming in `resume.rs`,
+//! replica agreement and strict mode in `agreement.rs`.
 
+mod agreement;
 mod layouts;
 mod push;
 mod resume;
