@@ -3,10 +3,15 @@
 //! `ANYKCKPT1\n`, an 8-byte little-endian header length, a JSON header, the raw f32 arrays
 //! (parameters, then optimizer moments), and a SHA-256 of all that. A torn or altered file fails
 //! to decode instead of resuming from garbage; writers still write-then-rename (server side).
+//!
+//! The header also says which job wrote the file ([`JobIdentity`]) and carries its digest. Files
+//! written before that have neither: they decode with `job: None`, and the server resumes them
+//! with a warning (it cannot tell whose they are); every file written now has both.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::job::JobIdentity;
 use crate::{Layout, optimizer::OptimizerConfig, tensor_bytes};
 
 const MAGIC: &[u8] = b"ANYKCKPT1\n";
@@ -20,10 +25,17 @@ pub struct Checkpoint {
     pub params: Vec<f32>,
     /// Loss of the last aggregated step (mean over its blocks), for progress after a resume.
     pub loss: f32,
+    /// The job that wrote it; `None` in files from before job digests.
+    pub job: Option<JobIdentity>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct Header {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    job: Option<JobIdentity>,
+    /// `job.digest()`, for tools that compare jobs without parsing them; checked on decode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    job_digest: Option<String>,
     step: u64,
     layout: Option<Layout>,
     optimizer: OptimizerConfig,
@@ -44,11 +56,15 @@ pub enum CheckpointError {
     Checksum,
     #[error("checkpoint header is invalid")]
     Header(#[source] serde_json::Error),
+    #[error("checkpoint's job digest does not match its job")]
+    JobDigest,
 }
 
 impl Checkpoint {
     pub fn encode(&self) -> Vec<u8> {
         let header = Header {
+            job: self.job.clone(),
+            job_digest: self.job.as_ref().map(JobIdentity::digest),
             step: self.step,
             layout: self.layout.clone(),
             optimizer: self.optimizer.config,
@@ -93,6 +109,9 @@ impl Checkpoint {
         let header: Header =
             serde_json::from_slice(rest.get(..header_len).ok_or(CheckpointError::Truncated)?)
                 .map_err(CheckpointError::Header)?;
+        if header.job.as_ref().map(JobIdentity::digest) != header.job_digest {
+            return Err(CheckpointError::JobDigest);
+        }
         let mut arrays = &rest[header_len..];
         let mut take = |len: usize| -> Result<Vec<f32>, CheckpointError> {
             let bytes = arrays.get(..len * 4).ok_or(CheckpointError::Truncated)?;
@@ -113,6 +132,7 @@ impl Checkpoint {
             },
             params,
             loss: header.loss,
+            job: header.job,
         })
     }
 }
@@ -132,13 +152,66 @@ mod tests {
             optimizer,
             params,
             loss: 0.7,
+            job: Some(JobIdentity {
+                config: crate::job::JobConfig {
+                    job_id: Some("uid-1".into()),
+                    seed: 1,
+                    batch: 32,
+                    blocks: 6,
+                    optimizer: OptimizerConfig::adam(0.01),
+                },
+                units: vec![(0, 6)],
+                params: 3,
+            }),
         }
+    }
+
+    /// `bytes` with `from` replaced by `to` in its header, and a new checksum.
+    fn edited(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+        let body = &bytes[..bytes.len() - 32];
+        let at = body
+            .windows(from.len())
+            .position(|w| w == from.as_bytes())
+            .unwrap();
+        assert_eq!(from.len(), to.len(), "the header length stays");
+        let mut out = body.to_vec();
+        out[at..at + to.len()].copy_from_slice(to.as_bytes());
+        let sum = Sha256::digest(&out);
+        out.extend(sum);
+        out
     }
 
     #[test]
     fn round_trips() {
         let ckpt = sample();
         assert_eq!(Checkpoint::decode(&ckpt.encode()).unwrap(), ckpt);
+        let digest = ckpt.job.as_ref().unwrap().digest();
+        let text = String::from_utf8_lossy(&ckpt.encode()).into_owned();
+        assert!(text.contains(&format!("\"job_digest\":\"{digest}\"")), "{text}");
+    }
+
+    #[test]
+    fn files_from_before_job_digests_still_decode() {
+        // Without a job the header is byte for byte what the format wrote before job digests.
+        let old = Checkpoint {
+            job: None,
+            ..sample()
+        };
+        let bytes = old.encode();
+        assert!(!String::from_utf8_lossy(&bytes).contains("job"));
+        assert_eq!(Checkpoint::decode(&bytes).unwrap(), old);
+    }
+
+    #[test]
+    fn a_job_that_does_not_match_its_digest_is_rejected() {
+        let bytes = sample().encode();
+        let altered = edited(&bytes, "\"seed\":1,", "\"seed\":2,");
+        assert!(matches!(
+            Checkpoint::decode(&altered),
+            Err(CheckpointError::JobDigest)
+        ));
+        let resealed = edited(&bytes, "\"seed\":1,", "\"seed\":1,");
+        assert!(Checkpoint::decode(&resealed).is_ok());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`heal`]: the self-healing policy shared by the operator and `anyk local`.
 //! - [`optimizer`], [`minibatch`], [`checkpoint`], [`digest`]: the deterministic training arithmetic.
 //! - [`dataset`]: a data set's files and manifest on disk.
+//! - [`job`]: what decides a job's result, and the digest a checkpoint carries of it.
 
 pub mod aggregate;
 pub mod checkpoint;
@@ -15,6 +16,7 @@ pub mod coverage;
 pub mod dataset;
 pub mod digest;
 pub mod heal;
+pub mod job;
 pub mod layout;
 pub mod minibatch;
 pub mod numerics;

@@ -28,7 +28,8 @@ use serde::{Deserialize, Serialize};
 #[x_kube(
     validation = Rule::new("self.targetWorkers <= self.workers").message("targetWorkers must not exceed workers"),
     validation = Rule::new("self.replication <= self.workers").message("replication must not exceed workers: each copy of a block needs its own worker"),
-    validation = Rule::new("self.replication >= self.workers - self.targetWorkers + 1").message("replication must be at least workers - targetWorkers + 1, so that any targetWorkers workers hold every block")
+    validation = Rule::new("self.replication >= self.workers - self.targetWorkers + 1").message("replication must be at least workers - targetWorkers + 1, so that any targetWorkers workers hold every block"),
+    validation = status_fits_in_etcd()
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingJobSpec {
@@ -67,10 +68,37 @@ pub struct TrainingJobSpec {
     /// Delete the pods but keep the checkpoint; set back to false to resume from it.
     #[serde(default)]
     pub suspend: bool,
+    /// Pod replacements (failed or lost workers, a failed server) allowed within any 10 minutes;
+    /// one more and the job fails (BackoffLimitExceeded). Replacements of one pod also back off
+    /// exponentially (1 s doubling to 60 s), so a pod that can never start does not loop.
+    #[serde(default = "default_backoff_limit")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub backoff_limit: u32,
+    /// Fail the job (DeadlineExceeded) when it has run longer than this, from its first pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub active_deadline_seconds: Option<i64>,
     /// Delete the job this many seconds after it finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i32>,
+}
+
+/// The most block copies (`dataset.blocks * replication`) a job may have, so that its status fits
+/// in etcd's 1.5 MiB per object. The status grows with m and r through `layout.holders` (per block
+/// r worker ids, each at most 4 digits and a comma as n <= 1024, and brackets: 5r + 2 bytes of
+/// JSON) and `underReplicatedBlocks` (5 digits and a comma per block): 5mr + 8m <= 9mr bytes as
+/// r >= 2, 1.125 MiB at this bound, which leaves 384 KiB for what n and the conditions bound.
+pub const MAX_BLOCK_COPIES: u32 = 131_072;
+
+fn status_fits_in_etcd() -> kube::core::Rule {
+    let message = format!(
+        "dataset.blocks * replication must be at most {MAX_BLOCK_COPIES} so that the job's status fits in etcd (1.5 MiB per object)"
+    );
+    kube::core::Rule::new(format!(
+        "self.dataset.blocks * self.replication <= {MAX_BLOCK_COPIES}"
+    ))
+    .message(message.as_str())
 }
 
 /// The data set, split by `anyk data split` into `block-NNNNN.safetensors` files.
@@ -90,6 +118,10 @@ pub struct Dataset {
     /// m: number of blocks.
     #[schemars(range(min = 1, max = 65536))]
     pub blocks: u32,
+}
+
+fn default_backoff_limit() -> u32 {
+    6
 }
 
 fn default_path() -> String {
@@ -118,25 +150,31 @@ fn default_hidden() -> u32 {
     128
 }
 
-/// Optimization settings.
+/// Optimization settings. Only `steps` (which may only grow) and `checkpointInterval` change once
+/// the job exists: a resumed job must compute what the uninterrupted one would have.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.checkpointClaim) == has(oldSelf.checkpointClaim) && (!has(self.checkpointClaim) || self.checkpointClaim == oldSelf.checkpointClaim)").message("training.checkpointClaim is immutable: the server resumes from the checkpoint in that claim"))]
 #[serde(rename_all = "camelCase")]
 pub struct Training {
     /// Total training steps.
     #[schemars(range(min = 1))]
+    #[x_kube(validation = Rule::new("self >= oldSelf").message("training.steps may only grow: the job may already be past a smaller value"))]
     pub steps: u64,
     /// Minibatch size drawn from each block per step.
     #[schemars(range(min = 1, max = 1048576))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("training.batch is immutable: a changed batch would silently break bit-identical resumes"))]
     pub batch: u32,
     /// `adam` or `sgd` (with momentum).
+    #[x_kube(validation = Rule::new("self == oldSelf").message("training.optimizer is immutable: the checkpoint holds the optimizer's state"))]
     pub optimizer: OptimizerKind,
     /// Learning rate.
-    #[x_kube(validation = Rule::new("self > 0.0").message("learningRate must be positive"))]
+    #[x_kube(validation = Rule::new("self > 0.0").message("learningRate must be positive"), validation = Rule::new("self == oldSelf").message("training.learningRate is immutable: a changed rate would silently break bit-identical resumes"))]
     pub learning_rate: f64,
     /// Momentum for sgd.
-    #[x_kube(validation = Rule::new("self >= 0.0 && self < 1.0").message("momentum must be in [0, 1)"))]
+    #[x_kube(validation = Rule::new("self >= 0.0 && self < 1.0").message("momentum must be in [0, 1)"), validation = Rule::new("self == oldSelf").message("training.momentum is immutable: a changed momentum would silently break bit-identical resumes"))]
     pub momentum: f64,
     /// Seed of initialization and minibatch sampling (equal seeds give bit-identical jobs on CPU).
+    #[x_kube(validation = Rule::new("self == oldSelf").message("training.seed is immutable: a changed seed would silently break bit-identical resumes"))]
     pub seed: u64,
     /// Write a checkpoint every this many steps.
     #[schemars(range(min = 1))]
@@ -150,10 +188,12 @@ pub struct Training {
     /// do not depend on which worker was fastest. `native`: each node's fastest kernels; copies of
     /// a block may then differ between node types (the server counts such disagreements).
     #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("training.numerics is immutable: changed kernels would silently break bit-identical resumes"))]
     pub numerics: Numerics,
     /// Accept a block's gradient only once two of its holders sent the same bits: every step is
     /// verified, at the cost of computing most blocks twice.
     #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("training.strict is immutable once the job exists"))]
     pub strict: bool,
 }
 
@@ -234,6 +274,12 @@ pub struct TrainingJobStatus {
     /// Times the parameter-server pod was replaced after failing or vanishing.
     #[serde(default)]
     pub server_restarts: u32,
+    /// When the operator first saw the job (RFC 3339); activeDeadlineSeconds counts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    /// Pod replacements in the last 10 minutes (the backoff window), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replacements: Vec<PodReplacement>,
     /// Faulty worker incarnations already replaced (a report about one is acted on once).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replaced_faulty: Vec<WorkerIncarnation>,
@@ -297,6 +343,15 @@ pub struct Progress {
     /// blocks since they joined), with the join count the report is about.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faulty_workers: Vec<WorkerIncarnation>,
+}
+
+/// A pod deleted to be replaced, and when.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodReplacement {
+    pub pod: String,
+    /// RFC 3339.
+    pub time: String,
 }
 
 /// One incarnation of a worker id: its n-th join to the server.

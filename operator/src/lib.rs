@@ -7,8 +7,10 @@
 pub mod children;
 pub mod controller;
 pub mod crd;
+pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod policy;
 pub mod reconcile;
 pub mod server_link;
 pub mod settings;

@@ -24,6 +24,9 @@ pub struct Observed {
     pub existing: BTreeSet<String>,
     /// Names of those that are terminating.
     pub terminating: BTreeSet<String>,
+    /// The first line of what a failed pod's container said as it ended (its termination
+    /// message, or the end of its log), by pod name.
+    pub errors: BTreeMap<String, String>,
 }
 
 /// The state of a node, as far as its pods' fate goes.
@@ -70,6 +73,24 @@ pub fn classify(pod: &Pod, node_lost: bool) -> WorkerState {
     }
 }
 
+/// The first non-empty line of the termination message of the pod's first container that
+/// ended with an error.
+pub fn first_error_line(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses
+        .iter()
+        .filter_map(|s| s.state.as_ref()?.terminated.as_ref())
+        .filter(|t| t.exit_code != 0)
+        .find_map(|t| {
+            t.message
+                .as_deref()?
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .map(String::from)
+        })
+}
+
 fn is_ready(pod: &Pod) -> bool {
     let status = pod.status.as_ref();
     status.and_then(|s| s.phase.as_deref()) == Some("Running")
@@ -114,6 +135,10 @@ pub fn observe(
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_some())
             .map(ResourceExt::name_any)
+            .collect(),
+        errors: pods
+            .iter()
+            .filter_map(|p| Some((p.name_any(), first_error_line(p)?)))
             .collect(),
     };
     for pod in pods {

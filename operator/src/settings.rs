@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub use crate::policy::PodPolicy;
+
 pub const DEFAULT_SERVER_IMAGE: &str = "ghcr.io/anyk-dev/anyk-server:0.1.0";
 pub const DEFAULT_WORKER_IMAGE: &str = "ghcr.io/anyk-dev/anyk-worker:0.1.0";
 /// Kubernetes itself waits 5 minutes before evicting pods from a NotReady node; a training step
@@ -11,6 +13,12 @@ pub const DEFAULT_NODE_GRACE_SECONDS: u64 = 30;
 pub const DEFAULT_NETWORK_POLICIES: bool = true;
 /// Off: a TrainingJob's annotation must not send the operator's calls anywhere a user likes.
 pub const DEFAULT_ALLOW_SERVER_ENDPOINT_ANNOTATION: bool = false;
+/// Replicas elect a leader on a Lease; only the leader reconciles, the others stand by.
+pub const DEFAULT_LEADER_ELECTION: bool = true;
+/// The Lease the replicas elect their leader on (the chart names it after the release).
+pub const DEFAULT_LEASE_NAME: &str = "anyk-operator";
+/// client-go's default: a standby takes over at most this long after the leader last renewed.
+pub const DEFAULT_LEASE_DURATION_SECONDS: u64 = 15;
 
 /// Default images, from the operator's configuration; a job's overrides win.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +49,8 @@ pub struct Settings {
     /// special setups). Off by default: with it, anyone who may annotate a job directs the
     /// operator's gRPC calls (layout pushes included) to an address of their choosing.
     pub allow_server_endpoint_annotation: bool,
+    /// What jobs may put into their pods beyond the defaults.
+    pub pod_policy: PodPolicy,
 }
 
 impl Settings {
@@ -52,6 +62,7 @@ impl Settings {
             network_policies: DEFAULT_NETWORK_POLICIES,
             operator_namespace: None,
             allow_server_endpoint_annotation: DEFAULT_ALLOW_SERVER_ENDPOINT_ANNOTATION,
+            pod_policy: PodPolicy::default(),
         }
     }
 }

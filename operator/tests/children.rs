@@ -7,6 +7,8 @@ use anyk_operator::children::{self, Images};
 use anyk_operator::crd::TrainingJob;
 use anyk_testkit::training_job;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::networking::v1::NetworkPolicyEgressRule;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::json;
 
 /// The README's example job with GPUs, a node selector and a spread key.
@@ -121,6 +123,8 @@ fn the_server_gets_the_training_settings() {
         "--seed 9",
         "--checkpoint-every 25",
         "--strict true",
+        "--checkpoint-dir /checkpoints/7b1c0a3e-0000-4000-8000-000000000001",
+        "--job-id 7b1c0a3e-0000-4000-8000-000000000001",
     ] {
         assert!(a.contains(expected), "{a} lacks {expected}");
     }
@@ -164,4 +168,99 @@ fn the_endpoint_annotation_counts_only_when_the_operator_allows_it() {
         "http://digits-server.ml.svc:50051",
         "the job's own Service"
     );
+}
+
+#[test]
+fn the_server_admits_its_workers_and_the_operator_only_from_its_namespace() {
+    let job = job(json!({}));
+    let policy = children::network_policy(&job, Some("anyk-system"));
+    assert_eq!(policy.metadata.name.as_deref(), Some("digits-server"));
+    let spec = policy.spec.unwrap();
+    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+    assert_eq!(
+        spec.pod_selector.unwrap().match_labels.unwrap()["anyk.dev/role"],
+        "server"
+    );
+    let rule = &spec.ingress.unwrap()[0];
+    let port = &rule.ports.as_ref().unwrap()[0];
+    assert_eq!(port.port, Some(IntOrString::Int(50051)));
+    let from = rule.from.as_ref().unwrap();
+    assert_eq!(from.len(), 2, "{from:?}");
+    let workers = from[0].pod_selector.clone().unwrap().match_labels.unwrap();
+    assert_eq!(
+        (
+            workers["anyk.dev/job"].as_str(),
+            workers["anyk.dev/role"].as_str()
+        ),
+        ("digits", "worker")
+    );
+    assert_eq!(from[0].namespace_selector, None, "the job's own namespace");
+    let operator_ns = from[1].namespace_selector.clone().unwrap().match_labels.unwrap();
+    assert_eq!(operator_ns["kubernetes.io/metadata.name"], "anyk-system");
+    let operator = from[1].pod_selector.clone().unwrap().match_labels.unwrap();
+    assert_eq!(operator["app.kubernetes.io/name"], "anyk-operator");
+}
+
+#[test]
+fn an_unknown_operator_namespace_admits_no_operator_at_all() {
+    let policy = children::network_policy(&job(json!({})), None);
+    let from = policy.spec.unwrap().ingress.unwrap()[0].from.clone().unwrap();
+    assert_eq!(from.len(), 1, "only the workers: {from:?}");
+    assert_eq!(from[0].namespace_selector, None);
+}
+
+#[test]
+fn workers_may_reach_only_their_server_and_dns() {
+    let policy = children::worker_network_policy(&job(json!({})));
+    assert_eq!(policy.metadata.name.as_deref(), Some("digits-workers"));
+    assert_eq!(policy.metadata.owner_references.unwrap()[0].name, "digits");
+    let spec = policy.spec.unwrap();
+    assert_eq!(spec.policy_types, Some(vec!["Egress".to_string()]));
+    assert_eq!(spec.ingress, None, "ingress is left to other policies");
+    let selected = spec.pod_selector.unwrap().match_labels.unwrap();
+    assert_eq!(
+        (
+            selected["anyk.dev/job"].as_str(),
+            selected["anyk.dev/role"].as_str()
+        ),
+        ("digits", "worker")
+    );
+    assert!(!selected.contains_key("anyk.dev/worker"), "every worker");
+    let egress = spec.egress.unwrap();
+    assert_eq!(egress.len(), 2, "{egress:?}");
+    let server = &egress[0];
+    let to = server.to.clone().unwrap();
+    assert_eq!(to.len(), 1);
+    assert_eq!(to[0].namespace_selector, None, "the job's own namespace");
+    let labels = to[0].pod_selector.clone().unwrap().match_labels.unwrap();
+    assert_eq!(
+        (labels["anyk.dev/job"].as_str(), labels["anyk.dev/role"].as_str()),
+        ("digits", "server")
+    );
+    assert_eq!(ports(server), vec![("TCP".to_string(), IntOrString::Int(50051))]);
+    let dns = &egress[1];
+    assert_eq!(
+        ports(dns),
+        vec![
+            ("UDP".to_string(), IntOrString::Int(53)),
+            ("TCP".to_string(), IntOrString::Int(53))
+        ]
+    );
+    let to = dns.to.clone().unwrap();
+    assert_eq!(
+        to[0].pod_selector.clone().unwrap().match_labels.unwrap()["k8s-app"],
+        "kube-dns"
+    );
+    assert_eq!(
+        to[0].namespace_selector,
+        Some(Default::default()),
+        "in any namespace"
+    );
+    let system = to[1].namespace_selector.clone().unwrap().match_labels.unwrap();
+    assert_eq!(system["kubernetes.io/metadata.name"], "kube-system");
+}
+
+fn ports(rule: &NetworkPolicyEgressRule) -> Vec<(String, IntOrString)> {
+    let ports = rule.ports.clone().unwrap().into_iter();
+    ports.map(|p| (p.protocol.unwrap(), p.port.unwrap())).collect()
 }

@@ -8,12 +8,16 @@
 
 mod common;
 
-use anyk_operator::crd::TrainingJob;
+use anyk_operator::crd::{LayoutState, MAX_BLOCK_COPIES, Repair, TrainingJob, TrainingJobStatus};
 use anyk_testkit::{TestNamespace, merge_json, training_job};
 use common::install_crd;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+
+const BOUND_MESSAGE: &str =
+    "dataset.blocks * replication must be at most 131072 so that the job's status fits in etcd";
 
 /// The example job with its data on a host path, `spec_patch` merged in, as JSON (invalid specs
 /// cannot be typed).
@@ -88,6 +92,15 @@ async fn the_apiserver_enforces_the_coverage_bound_ranges_and_immutability() {
             json!({ "training": { "learningRate": 0.0 } }),
             "learningRate must be positive",
         ),
+        // Accepted by every other rule until the status bound (m = 65536, r = 8 once was).
+        (
+            json!({ "dataset": { "blocks": 65536 }, "replication": 8 }),
+            BOUND_MESSAGE,
+        ),
+        (
+            json!({ "dataset": { "blocks": 16385 }, "replication": 8 }),
+            BOUND_MESSAGE,
+        ),
     ];
     for (i, (patch, text)) in invalid.into_iter().enumerate() {
         let mut body = job(&format!("invalid-{i}"), patch.clone());
@@ -111,6 +124,42 @@ async fn the_apiserver_enforces_the_coverage_bound_ranges_and_immutability() {
         ),
         (json!({ "workers": 9 }), "workers is immutable"),
         (json!({ "replication": 4 }), "replication is immutable"),
+        (
+            json!({ "training": { "seed": 2 } }),
+            "training.seed is immutable: a changed seed would silently break bit-identical resumes",
+        ),
+        (
+            json!({ "training": { "batch": 64 } }),
+            "training.batch is immutable",
+        ),
+        (
+            json!({ "training": { "optimizer": "sgd" } }),
+            "training.optimizer is immutable",
+        ),
+        (
+            json!({ "training": { "learningRate": 0.02 } }),
+            "training.learningRate is immutable",
+        ),
+        (
+            json!({ "training": { "momentum": 0.5 } }),
+            "training.momentum is immutable",
+        ),
+        (
+            json!({ "training": { "numerics": "native" } }),
+            "training.numerics is immutable",
+        ),
+        (
+            json!({ "training": { "strict": true } }),
+            "training.strict is immutable",
+        ),
+        (
+            json!({ "training": { "checkpointClaim": "ckpt" } }),
+            "training.checkpointClaim is immutable",
+        ),
+        (
+            json!({ "training": { "steps": 999 } }),
+            "training.steps may only grow",
+        ),
     ];
     for (patch, text) in immutable {
         let result = jobs
@@ -123,5 +172,86 @@ async fn the_apiserver_enforces_the_coverage_bound_ranges_and_immutability() {
         let message = rejection(result);
         assert!(message.contains(text), "{message:?} does not name {text:?}");
     }
+    let grown = json!({ "spec": { "training": { "steps": 2000, "checkpointInterval": 50 } } });
+    let patched = jobs
+        .patch("valid", &PatchParams::default(), &Patch::Merge(&grown))
+        .await
+        .expect("steps may grow and checkpointInterval change");
+    let training = patched.spec.training;
+    assert_eq!((training.steps, training.checkpoint_interval), (2000, 50));
     ns.cleanup().await;
+}
+
+/// The largest jobs the CRD allows are accepted, and the largest status such a job can have (every
+/// holder id 4 digits, every block under-replicated) is written; a status with twice the copies
+/// is refused by etcd, so the bound is what keeps status writable.
+#[tokio::test]
+async fn the_largest_allowed_job_is_accepted_and_its_worst_status_fits_in_etcd() {
+    let ns = TestNamespace::create("crd-bound", &[]).await;
+    install_crd(ns.client.clone()).await;
+    let jobs: Api<TrainingJob> = ns.api();
+    assert_eq!(MAX_BLOCK_COPIES, 131_072, "BOUND_MESSAGE names it");
+    let deep = json!({ "dataset": { "blocks": 16384 }, "replication": 8 });
+    create(&ns, job("deep", deep))
+        .await
+        .expect("16384 blocks x 8 copies");
+    let wide =
+        json!({ "dataset": { "blocks": 65536 }, "replication": 2, "workers": 1024, "targetWorkers": 1023 });
+    create(&ns, job("wide", wide))
+        .await
+        .expect("65536 blocks x 2 copies on 1024 workers");
+
+    let params = PatchParams::default();
+    let status = worst_status(65536, 2);
+    let body = json!({ "status": status });
+    println!("worst status at the bound: {} bytes", body.to_string().len());
+    let written = jobs
+        .patch_status("wide", &params, &Patch::Merge(&body))
+        .await
+        .unwrap();
+    assert_eq!(written.status.unwrap().layout.unwrap().holders.len(), 65536);
+
+    let over = json!({ "status": worst_status(65536, 4) });
+    match jobs.patch_status("wide", &params, &Patch::Merge(&over)).await {
+        Err(kube::Error::Api(status)) => {
+            println!("a status of twice the bound: {} {}", status.code, status.message);
+            assert!(status.message.contains("too large"), "{status:?}");
+        }
+        other => panic!("expected etcd to refuse a status of twice the bound, got {other:?}"),
+    }
+    ns.cleanup().await;
+}
+
+/// A status for m blocks of r copies as large as n <= 1024 workers can make it.
+fn worst_status(blocks: u32, replication: u32) -> TrainingJobStatus {
+    let holders = (0..blocks)
+        .map(|_| (1024 - replication..1024).collect())
+        .collect();
+    let condition = |type_: &str| Condition {
+        type_: type_.into(),
+        status: "True".into(),
+        reason: "Worst".into(),
+        message: "m".repeat(1024),
+        last_transition_time: Time(Default::default()),
+        observed_generation: Some(1),
+    };
+    TrainingJobStatus {
+        phase: Some("Degraded".into()),
+        conditions: ["Ready", "Progressing", "CoverageDegraded", "ReplicasDisagree"]
+            .map(condition)
+            .into(),
+        under_replicated_blocks: (0..blocks).collect(),
+        last_repair: Some(Repair {
+            epoch: 1_000_000,
+            lost_workers: (0..1024).collect(),
+            moved_blocks: blocks * replication,
+            time: "2026-01-01T00:00:00Z".into(),
+        }),
+        layout: Some(LayoutState {
+            epoch: 1_000_000,
+            holders,
+            members: (0..1024).collect(),
+        }),
+        ..TrainingJobStatus::default()
+    }
 }

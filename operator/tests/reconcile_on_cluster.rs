@@ -26,7 +26,7 @@ async fn a_job_gets_its_pods_on_gpu_nodes_and_reports_coverage() {
     install_crd(ns.client.clone()).await;
     let controller = tokio::spawn(anyk_operator::controller::run(
         ns.client.clone(),
-        Settings::new(images()),
+        settings(),
         vec![ns.name.clone()],
         Default::default(),
     ));
@@ -99,6 +99,14 @@ async fn a_job_gets_its_pods_on_gpu_nodes_and_reports_coverage() {
     // src/reconcile/decide_tests.rs.
     controller.abort();
     ns.cleanup().await;
+}
+
+/// The defaults, and a data set on the nodes (hostPath: no volume provisioner here), which the
+/// operator's pod policy must allow explicitly.
+fn settings() -> Settings {
+    let mut settings = Settings::new(images());
+    settings.pod_policy.allow_host_path = true;
+    settings
 }
 
 fn images() -> Images {

@@ -81,6 +81,10 @@ pub struct ServerLaunch {
     /// agreed) since it joined is reported faulty, to be replaced.
     #[arg(long, env = "ANYK_FAULTY_AFTER", default_value_t = defaults::FAULTY_AFTER)]
     pub faulty_after: u64,
+    /// Who the job is (the operator passes the TrainingJob's UID): checkpoints record it, and a
+    /// server of another job refuses to resume them.
+    #[arg(long, env = "ANYK_JOB_ID")]
+    pub job_id: Option<String>,
 }
 
 impl ServerLaunch {
@@ -100,6 +104,7 @@ impl ServerLaunch {
             max_message_bytes: crate::transport::MAX_MESSAGE_BYTES,
             strict: false,
             faulty_after: defaults::FAULTY_AFTER,
+            job_id: None,
         }
     }
 
@@ -121,6 +126,9 @@ impl ServerLaunch {
         ]);
         if let Some(dir) = &self.checkpoint_dir {
             args.extend(flags([("--checkpoint-dir", path(dir))]));
+        }
+        if let Some(id) = &self.job_id {
+            args.extend(flags([("--job-id", id.clone())]));
         }
         args
     }
@@ -331,6 +339,7 @@ mod tests {
             max_message_bytes: 1 << 20,
             strict: true,
             faulty_after: 5,
+            job_id: Some("0b1c-uid".into()),
             ..ServerLaunch::new(24)
         };
         assert_eq!(parse_server(launch.args()), launch);

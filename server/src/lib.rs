@@ -10,6 +10,7 @@ pub mod trainer;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,13 +28,37 @@ pub use trainer::Trainer;
 pub enum ServeError {
     #[error("failed to read checkpoints")]
     Resume(#[from] store::StoreError),
+    #[error("failed to resume from checkpoint {path}")]
+    ForeignCheckpoint {
+        path: PathBuf,
+        source: anyk_core::job::JobMismatch,
+    },
     #[error("failed to serve gRPC")]
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Where Kubernetes reads a container's termination message (shown in the pod's status).
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+
 /// Builds the trainer, resuming from the newest checkpoint in `store` when there is one.
+/// Refuses one written by another job or with other settings (a checkpoint from before job
+/// digests is resumed with a warning: it cannot say whose it is).
 pub fn load_trainer(settings: Settings, store: Option<&CheckpointStore>) -> Result<Trainer, ServeError> {
     if let Some((path, ckpt)) = store.map(CheckpointStore::latest).transpose()?.flatten() {
+        match &ckpt.job {
+            Some(job) => {
+                job.config
+                    .check(&settings.job_config())
+                    .map_err(|source| ServeError::ForeignCheckpoint {
+                        path: path.clone(),
+                        source,
+                    })?
+            }
+            None => tracing::warn!(
+                path = %path.display(),
+                "checkpoint has no job digest (written before they existed): resuming it unchecked"
+            ),
+        }
         tracing::info!(path = %path.display(), step = ckpt.step, "resuming from checkpoint");
         return Ok(Trainer::resume(settings, ckpt, Instant::now()));
     }
@@ -72,4 +97,16 @@ pub async fn serve(
 /// Binds `addr` (port 0 picks a free one).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+/// Says why the server cannot run: on stderr, and in `termination_log` when that file exists
+/// (Kubernetes shows it in the pod's status; elsewhere there is none, and writing is best
+/// effort). Returns the message.
+pub fn report_fatal(err: &dyn std::error::Error, termination_log: &Path) -> String {
+    let message = error::chain(err);
+    eprintln!("anyk-server: {message}");
+    if termination_log.exists() {
+        let _ = std::fs::write(termination_log, &message);
+    }
+    message
 }

@@ -1,7 +1,12 @@
 //! `anyk-server`: wiring only (arguments, tracing, run loop).
 
+use std::path::Path;
+use std::process::ExitCode;
+
 use anyk_proto::launch::ServerLaunch;
-use anyk_server::{CheckpointStore, ServerState, Settings, bind, load_trainer, serve};
+use anyk_server::{
+    CheckpointStore, ServerState, Settings, TERMINATION_LOG, bind, load_trainer, report_fatal, serve,
+};
 use clap::Parser;
 
 /// The anyk parameter server.
@@ -13,16 +18,26 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ANYK_LOG").unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = Cli::parse().launch;
+    match run(Cli::parse().launch).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            report_fatal(err.as_ref(), Path::new(TERMINATION_LOG));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: ServerLaunch) -> Result<(), Box<dyn std::error::Error>> {
     let optimizer = args.optimizer.config(args.lr, args.momentum);
     let settings = Settings {
+        job_id: args.job_id,
         seed: args.seed,
         batch_size: args.batch,
         total_steps: args.steps,

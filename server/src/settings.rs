@@ -1,9 +1,13 @@
 //! What a job trains: fixed when the server starts.
 
+use anyk_core::job::JobConfig;
 use anyk_core::optimizer::OptimizerConfig;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Who the job is (`--job-id`): part of the checkpoints' job digest, so that another job
+    /// never resumes them.
+    pub job_id: Option<String>,
     pub seed: u64,
     pub batch_size: u32,
     pub total_steps: u64,
@@ -24,6 +28,7 @@ impl Settings {
     /// strict, faulty after 2 outvotes.
     pub fn predictable(blocks: u32) -> Self {
         Self {
+            job_id: None,
             seed: 7,
             batch_size: 4,
             total_steps: 100,
@@ -32,6 +37,18 @@ impl Settings {
             checkpoint_every: 0,
             strict: false,
             faulty_after: 2,
+        }
+    }
+
+    /// What decides the result, as checkpoints record it and a resume compares it (total steps,
+    /// checkpoint cadence, strict mode and fault reporting do not change a step's result).
+    pub fn job_config(&self) -> JobConfig {
+        JobConfig {
+            job_id: self.job_id.clone(),
+            seed: self.seed,
+            batch: self.batch_size,
+            blocks: self.blocks,
+            optimizer: self.optimizer,
         }
     }
 }

@@ -7,8 +7,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
@@ -220,4 +220,35 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// The README example's data claim `digits-blocks` in `ns`, bound to a host-path volume of its own
+/// named `{volume}-digits` (a hostPath in the pods themselves would break the restricted standard,
+/// and the test cluster has no volume provisioner).
+pub async fn data_claim(client: &Client, ns: &str, volume: &str) {
+    let pv = serde_json::json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": { "name": format!("{volume}-digits") },
+        "spec": {
+            "capacity": { "storage": "1Gi" }, "accessModes": ["ReadOnlyMany"],
+            "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "",
+            "hostPath": { "path": "/var/lib/anyk/digits" },
+            "claimRef": { "namespace": ns, "name": "digits-blocks" }
+        }
+    });
+    let pvc = serde_json::json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": { "name": "digits-blocks" },
+        "spec": { "accessModes": ["ReadOnlyMany"], "storageClassName": "", "volumeName": format!("{volume}-digits"),
+                  "resources": { "requests": { "storage": "1Gi" } } }
+    });
+    let apply = PatchParams::apply("anyk-tests");
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    pvs.patch(&format!("{volume}-digits"), &apply, &Patch::Apply(&pv))
+        .await
+        .expect("the data claim is applied");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    pvcs.patch("digits-blocks", &apply, &Patch::Apply(&pvc))
+        .await
+        .expect("the data claim is applied");
 }

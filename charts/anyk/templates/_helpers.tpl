@@ -80,11 +80,12 @@ Roles. Every rule says why the operator needs it. No secrets, no configmaps, no 
   resources: ["trainingjobs/status"]
   verbs: ["get", "patch"]
 # The parameter-server and worker pods: list/watch to see a worker fail or vanish, get to read one;
-# server-side apply needs create (first apply) and patch (later applies); delete replaces a lost
-# worker's pod and removes the pods of a suspended job.
+# create makes an absent pod (created, never applied or patched: a pod of the same name that is
+# not the job's is never taken over); delete replaces a lost worker's pod and removes the pods of
+# a suspended or failed job.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 # The parameter server's Service ({job}-server), applied by server-side apply (create, patch) and
 # read back with get; delete removes it when a job no longer needs it.
 - apiGroups: [""]
@@ -96,8 +97,9 @@ Roles. Every rule says why the operator needs it. No secrets, no configmaps, no 
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- if .Values.networkPolicy.enabled }}
-# networkPolicy.enabled: one NetworkPolicy per job (only the job's workers and the operator may
-# reach its parameter server), applied by server-side apply (create, patch), read with get, and
+# networkPolicy.enabled: two NetworkPolicies per job (only the job's workers and the operator may
+# reach its parameter server; the workers may reach only the server and DNS), applied by
+# server-side apply (create, patch), read with get (a foreign one is never taken over), and
 # deleted when no longer wanted.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]

@@ -12,7 +12,7 @@ use anyk_proto::v1::Progress;
 use tokio::process::Child;
 
 use super::node_type::{Capability, NodeType, node_of};
-use super::processes::start_worker;
+use super::processes::{start_worker, worker_log_name};
 use super::{Faults, LocalError};
 
 pub struct Fleet {
@@ -96,6 +96,20 @@ impl Fleet {
                 true
             }
             None => false,
+        }
+    }
+
+    /// The log of `worker`'s latest process.
+    pub fn log_path(&self, worker: u32) -> PathBuf {
+        let incarnation = self.incarnations.get(&worker).copied().unwrap_or_default();
+        self.logs
+            .join(format!("{}.log", worker_log_name(worker, incarnation)))
+    }
+
+    /// Kills every worker process and waits until each is gone.
+    pub async fn stop(&mut self) {
+        for (_, mut child) in std::mem::take(&mut self.children) {
+            let _ = child.kill().await;
         }
     }
 

@@ -5,6 +5,7 @@
 mod faults;
 mod fleet;
 mod node_type;
+mod policy;
 mod processes;
 mod replicas;
 mod report;
@@ -97,9 +98,24 @@ pub struct LocalArgs {
     /// Write the summary as JSON to this file.
     #[arg(long)]
     pub summary: Option<PathBuf>,
-    /// Working directory for blocks, checkpoints and logs (default: a new temporary directory).
+    /// Working directory for blocks, checkpoints and logs: a new or empty directory (default: a
+    /// new temporary directory). Nothing else is ever deleted.
     #[arg(long)]
     pub workdir: Option<PathBuf>,
+    /// Reuse a --workdir that an earlier `anyk local` made: its logs, checkpoints and data
+    /// folders are removed first.
+    #[arg(long, requires = "workdir")]
+    pub force: bool,
+    /// Replacements of failed workers (crashed, killed or reported faulty) allowed within
+    /// --backoff-window-seconds; the job fails at the next failure. A worker is replaced after
+    /// 0.5 s, doubling for each failure since it last joined, up to 10 s.
+    #[arg(long, default_value_t = 6)]
+    pub backoff_limit: u32,
+    #[arg(long, default_value_t = 600)]
+    pub backoff_window_seconds: u64,
+    /// Fail the job when it runs longer than this (counted from when its processes started).
+    #[arg(long)]
+    pub deadline_seconds: Option<u64>,
     /// Print a status line every N steps.
     #[arg(long, default_value_t = 25)]
     pub every: u64,
@@ -128,9 +144,20 @@ pub enum LocalError {
     Evaluation(#[source] serde_json::Error),
     #[error("{0}")]
     Process(String),
+    #[error("failed to run the job to its end")]
+    Failed(#[from] policy::JobFailure),
 }
 
 impl LocalArgs {
+    /// When the job has failed.
+    pub fn limits(&self) -> policy::Limits {
+        policy::Limits {
+            backoff_limit: self.backoff_limit,
+            window: std::time::Duration::from_secs(self.backoff_window_seconds),
+            deadline: self.deadline_seconds.map(std::time::Duration::from_secs),
+        }
+    }
+
     /// The faults this run injects: the flags, none, or the demo's defaults.
     pub fn faults(&self) -> Faults {
         if self.no_faults {

@@ -1,13 +1,14 @@
 //! The real processes `anyk local` runs: `anyk-server` and `anyk-worker`, found next to `anyk`.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use anyk_proto::launch::{EvaluateLaunch, ServerLaunch, WorkerLaunch};
+use anyk_proto::launch::{EvaluateLaunch, ModelLaunch, ServerLaunch, WorkerLaunch};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::LocalError;
+use super::{LocalArgs, LocalError};
 
 /// Where the sibling binaries are: `ANYK_BIN_DIR`, else the directory of this executable.
 pub fn bin_dir() -> Result<PathBuf, LocalError> {
@@ -19,6 +20,15 @@ pub fn bin_dir() -> Result<PathBuf, LocalError> {
         source,
     })?;
     Ok(exe.parent().map(Path::to_path_buf).unwrap_or_default())
+}
+
+/// `worker-ID` (`worker-ID.INCARNATION` for replacements); the log is `NAME.log`.
+pub fn worker_log_name(worker: u32, incarnation: u32) -> String {
+    if incarnation == 0 {
+        format!("worker-{worker}")
+    } else {
+        format!("worker-{worker}.{incarnation}")
+    }
 }
 
 fn log_file(logs: &Path, name: &str) -> Result<std::fs::File, LocalError> {
@@ -79,18 +89,12 @@ pub fn start_worker(
     logs: &Path,
 ) -> Result<Child, LocalError> {
     let exe = bin.join("anyk-worker");
-    let id = launch.worker;
-    let name = if incarnation == 0 {
-        format!("worker-{id}")
-    } else {
-        format!("worker-{id}.{incarnation}")
-    };
     Command::new(&exe)
         .args(launch.args())
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(log_file(logs, &name)?)
+        .stderr(log_file(logs, &worker_log_name(launch.worker, incarnation))?)
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| LocalError::Io {
@@ -120,4 +124,31 @@ pub async fn evaluate(bin: &Path, launch: &EvaluateLaunch) -> Result<f64, LocalE
     json["accuracy"]
         .as_f64()
         .ok_or_else(|| LocalError::Process("evaluation JSON has no accuracy".into()))
+}
+
+/// The model every worker of a local run trains (and the evaluation uses).
+pub fn model_launch(args: &LocalArgs, data: &Path) -> ModelLaunch {
+    ModelLaunch {
+        model: args.model.clone(),
+        hidden: args.hidden,
+        device: args.device.clone(),
+        numerics: args.numerics,
+        ..ModelLaunch::new(data)
+    }
+}
+
+/// The server of a local run: loopback, a port of the system's choosing, a checkpoint only at
+/// the end.
+pub fn server_launch(args: &LocalArgs, checkpoints: &Path) -> ServerLaunch {
+    ServerLaunch {
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        steps: args.steps,
+        batch: args.batch,
+        seed: args.seed,
+        lr: args.lr,
+        checkpoint_every: 0,
+        checkpoint_dir: Some(checkpoints.to_path_buf()),
+        strict: args.strict,
+        ..ServerLaunch::new(args.blocks)
+    }
 }

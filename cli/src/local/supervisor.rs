@@ -3,12 +3,11 @@
 //! rebalances onto it once it joined; then collects the summary.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyk_core::{Layout, Numerics, WorkerState, coverage_of, heal, plan, uncoded};
-use anyk_proto::launch::{EvaluateLaunch, ModelLaunch, ServerLaunch, WorkerLaunch};
+use anyk_proto::launch::{EvaluateLaunch, WorkerLaunch};
 use anyk_proto::v1::{
     CheckpointRequest, Progress, ProgressRequest, SetLayoutRequest, control_client::ControlClient,
 };
@@ -17,7 +16,8 @@ use tonic::transport::Channel;
 
 use super::fleet::Fleet;
 use super::node_type;
-use super::processes::{bin_dir, evaluate, start_server};
+use super::policy::{Replacements, backoff_failure};
+use super::processes::{bin_dir, evaluate, model_launch, server_launch, start_server};
 use super::replicas::ReplicaWatch;
 use super::report::{first_line, moves_text, progress_bar, say, status_line, workers_text};
 use super::workdir::Workdir;
@@ -60,10 +60,19 @@ pub async fn run(args: &LocalArgs) -> Result<Summary, LocalError> {
     say(&bar, first_line(&mode, &layout, args, &faults, &dirs.logs));
     let mut kills = faults.kills.clone();
     kills.sort_by_key(|k| k.step);
-    let mut supervisor = Supervisor::new(control, layout, fleet, bar, args.every, kills, &dirs.logs);
+    let mut supervisor = Supervisor::new(control, layout, fleet, bar, args, kills, &dirs.logs);
     supervisor.replicas.replace_faulty = args.numerics == Numerics::Reproducible;
-    let last = supervisor.supervise().await?;
+    let last = supervisor.supervise().await;
     supervisor.bar.finish_and_clear();
+    let last = match last {
+        Ok(last) => last,
+        Err(err) => {
+            // Nothing outlives a failed run.
+            supervisor.fleet.stop().await;
+            let _ = server.kill().await;
+            return Err(err);
+        }
+    };
 
     let ckpt = supervisor
         .control
@@ -81,33 +90,6 @@ pub async fn run(args: &LocalArgs) -> Result<Summary, LocalError> {
     Ok(supervisor.summary(args, mode, &last, accuracy, started))
 }
 
-/// The model every worker of a local run trains (and the evaluation uses).
-fn model_launch(args: &LocalArgs, data: &Path) -> ModelLaunch {
-    ModelLaunch {
-        model: args.model.clone(),
-        hidden: args.hidden,
-        device: args.device.clone(),
-        numerics: args.numerics,
-        ..ModelLaunch::new(data)
-    }
-}
-
-/// The server of a local run: loopback, a port of the system's choosing, a checkpoint only at
-/// the end.
-fn server_launch(args: &LocalArgs, checkpoints: &Path) -> ServerLaunch {
-    ServerLaunch {
-        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-        steps: args.steps,
-        batch: args.batch,
-        seed: args.seed,
-        lr: args.lr,
-        checkpoint_every: 0,
-        checkpoint_dir: Some(checkpoints.to_path_buf()),
-        strict: args.strict,
-        ..ServerLaunch::new(args.blocks)
-    }
-}
-
 struct Supervisor {
     control: ControlClient<Channel>,
     layout: Layout,
@@ -116,6 +98,8 @@ struct Supervisor {
     every: u64,
     /// Faults still to inject, by step.
     kills: Vec<Kill>,
+    /// Replacements made and due, and when the job has failed.
+    replacements: Replacements,
     logs: String,
     /// The last step whose coverage was checked.
     step: u64,
@@ -133,7 +117,7 @@ impl Supervisor {
         layout: Layout,
         fleet: Fleet,
         bar: ProgressBar,
-        every: u64,
+        args: &LocalArgs,
         kills: Vec<Kill>,
         logs: &Path,
     ) -> Self {
@@ -142,8 +126,10 @@ impl Supervisor {
             layout,
             fleet,
             bar,
-            every,
+            every: args.every,
             kills,
+            // The deadline counts from here: the server and the workers are started.
+            replacements: Replacements::new(args.limits(), Instant::now()),
             logs: logs.display().to_string(),
             step: 0,
             progress: Progress::default(),
@@ -208,6 +194,7 @@ impl Supervisor {
         // One worker at a time, so each join is its own rebalance.
         for w in self.fleet.joined(&p) {
             self.fleet.set(w, WorkerState::Ready);
+            self.replacements.joined(w);
             self.heal(p.step).await?;
         }
         Ok(())
@@ -250,12 +237,21 @@ impl Supervisor {
         killed
     }
 
-    /// Every tick: workers whose process died are lost; heal, then start their replacements.
+    /// Every tick: workers whose process died are lost; heal, then start their replacements
+    /// once their backoff passed. Fails the job past its deadline or backoff limit.
     async fn on_tick(&mut self) -> Result<(), LocalError> {
+        let now = Instant::now();
+        self.replacements.check_deadline(now)?;
         // One worker at a time, so each loss is its own repair.
         for w in self.fleet.reap() {
             self.fleet.set(w, WorkerState::Failed);
+            if let Err(replaced) = self.replacements.failed(w, now) {
+                let limits = self.replacements.limits();
+                return Err(backoff_failure(limits, w, replaced, self.fleet.log_path(w)).into());
+            }
             self.heal(self.progress.step).await?;
+        }
+        for w in self.replacements.take_due(now) {
             self.fleet.replace(w, &self.progress)?;
         }
         Ok(())

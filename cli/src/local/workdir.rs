@@ -1,6 +1,12 @@
 //! The working directory of a local run: block files, checkpoints and logs.
+//!
+//! `anyk local` never deletes what it did not create: `--workdir` must be new or empty, unless
+//! an earlier `anyk local` made it (it leaves a marker file) and `--force` is given; then only
+//! the folders it writes are removed. Without `--workdir` a new temporary directory is made.
 
 use std::path::{Path, PathBuf};
+
+use std::io::ErrorKind;
 
 use anyk_core::dataset::{MANIFEST_FILE, Manifest};
 
@@ -14,19 +20,30 @@ pub struct Workdir {
     pub checkpoints: PathBuf,
 }
 
+/// The file that says `anyk local` made a directory.
+const MARKER: &str = ".anyk-local";
+/// The folders `anyk local` writes in its working directory, and `--force` removes.
+const FOLDERS: [&str; 3] = ["logs", "checkpoints", "data"];
+
 impl Workdir {
-    /// Creates the working directory with fresh `logs` and `checkpoints` folders, and the blocks.
+    /// Makes (or claims) the working directory, with new `logs` and `checkpoints` folders (the
+    /// server would otherwise resume an earlier run), and the blocks.
     pub fn prepare(args: &LocalArgs) -> Result<Self, LocalError> {
-        let dir = args
-            .workdir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("anyk-local-{}", std::process::id())));
-        create(&dir)?;
+        let dir = match &args.workdir {
+            Some(dir) => claim(dir, args.force)?,
+            None => tempfile::Builder::new()
+                .prefix("anyk-local-")
+                .tempdir()
+                .map(tempfile::TempDir::keep)
+                .map_err(|source| LocalError::Io {
+                    what: "create a temporary directory".into(),
+                    source,
+                })?,
+        };
+        write_marker(&dir)?;
         let data = prepare_data(args, &dir)?;
         let (logs, checkpoints) = (dir.join("logs"), dir.join("checkpoints"));
         for dir in [&logs, &checkpoints] {
-            // A fresh checkpoint directory: the server would otherwise resume an earlier run.
-            let _ = std::fs::remove_dir_all(dir);
             create(dir)?;
         }
         Ok(Self {
@@ -35,6 +52,58 @@ impl Workdir {
             checkpoints,
         })
     }
+}
+
+/// `dir` if it is new or empty; else, with `force`, an earlier run's directory without the
+/// folders that run wrote. Refuses anything else, deleting nothing.
+fn claim(dir: &Path, force: bool) -> Result<PathBuf, LocalError> {
+    let empty = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(e) if e.kind() == ErrorKind::NotFound => true,
+        Err(source) => {
+            return Err(LocalError::Io {
+                what: format!("read --workdir {}", dir.display()),
+                source,
+            });
+        }
+    };
+    if empty {
+        create(dir)?;
+        return Ok(dir.to_path_buf());
+    }
+    let shown = dir.display();
+    if !dir.join(MARKER).is_file() {
+        return Err(LocalError::Invalid(format!(
+            "--workdir {shown} is not empty and was not made by `anyk local`: name a new or empty directory (nothing was deleted)"
+        )));
+    }
+    if !force {
+        return Err(LocalError::Invalid(format!(
+            "--workdir {shown} holds an earlier `anyk local` run: pass --force to replace its {}, or name a new or empty directory (nothing was deleted)",
+            FOLDERS.join(", ")
+        )));
+    }
+    for folder in FOLDERS.map(|f| dir.join(f)) {
+        match std::fs::remove_dir_all(&folder) {
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                return Err(LocalError::Io {
+                    what: format!("remove {}", folder.display()),
+                    source: e,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(dir.to_path_buf())
+}
+
+fn write_marker(dir: &Path) -> Result<(), LocalError> {
+    let path = dir.join(MARKER);
+    let text = "made by `anyk local`; `anyk local --force` may replace its logs, checkpoints and data\n";
+    std::fs::write(&path, text).map_err(|source| LocalError::Io {
+        what: format!("write {}", path.display()),
+        source,
+    })
 }
 
 fn create(dir: &Path) -> Result<(), LocalError> {

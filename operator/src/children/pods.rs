@@ -36,7 +36,10 @@ pub fn server_pod(job: &TrainingJob, images: &Images) -> Pod {
         // The server computes in f32; the CRD keeps the user's number as written.
         lr: t.learning_rate as f32,
         momentum: t.momentum as f32,
-        checkpoint_dir: Some(CHECKPOINT_DIR.into()),
+        // Checkpoints belong to their job: a recreated job of the same name, or another job on
+        // the same claim, never resumes them (the server also checks the job id in each one).
+        checkpoint_dir: Some(format!("{CHECKPOINT_DIR}/{}", job_uid(job)).into()),
+        job_id: Some(job_uid(job)),
         checkpoint_every: t.checkpoint_interval,
         strict: t.strict,
         ..ServerLaunch::new(spec.dataset.blocks)
@@ -144,6 +147,11 @@ fn numerics_env(numerics: Numerics) -> Option<Vec<EnvVar>> {
     })
 }
 
+/// The job's UID ("unknown" before the apiserver gave it one: never for a job read from it).
+fn job_uid(job: &TrainingJob) -> String {
+    job.metadata.uid.clone().unwrap_or_else(|| "unknown".into())
+}
+
 /// A pod that satisfies the "restricted" Pod Security Standard and mounts no API token:
 /// training pods never talk to the Kubernetes API (docs/design.md, invariant 5).
 fn restricted_pod(
@@ -166,6 +174,9 @@ fn restricted_pod(
         ..SecurityContext::default()
     });
     container.resources = overrides.resources.clone();
+    // A container that fails at start leaves the end of its log as its termination message: the
+    // operator puts its first line in an Event (PodFailed).
+    container.termination_message_policy = Some("FallbackToLogsOnError".into());
     Pod {
         metadata: metadata(job, name, role),
         spec: Some(PodSpec {

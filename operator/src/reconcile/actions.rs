@@ -19,6 +19,13 @@ pub struct Seen {
     /// A server outside the cluster to call instead of the job's own (the endpoint annotation,
     /// when the operator allows it).
     pub external_server: Option<String>,
+    /// Why the operator's pod policy refuses the job, if it does.
+    pub policy_violation: Option<String>,
+    /// Objects with the job's names or labels that the job does not own ("Kind name"): never
+    /// taken over, reported instead.
+    pub foreign: BTreeSet<String>,
+    /// The job's resourceVersion as read: status is written only over it.
+    pub resource_version: Option<String>,
     pub now: Timestamp,
 }
 
@@ -57,8 +64,10 @@ pub struct Actions {
     pub status: Option<TrainingJobStatus>,
     pub notes: Vec<Note>,
     pub delete_pods: Vec<(String, Deletion)>,
-    /// Apply the Service and NetworkPolicy, and create these absent pods.
+    /// Apply the Service and NetworkPolicies (except foreign ones, named "Kind name"), and create
+    /// these absent pods.
     pub apply_children: bool,
+    pub foreign: BTreeSet<String>,
     pub create_pods: BTreeSet<String>,
     /// ttlSecondsAfterFinished has run out.
     pub delete_job: bool,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::Error;
 use super::decide::{Actions, Deletion};
+use super::notes::note;
 use crate::children::{self, FIELD_MANAGER};
 use crate::controller::Context;
 use crate::crd::{TrainingJob, TrainingJobStatus};
@@ -24,10 +25,11 @@ pub async fn apply(
     ctx: &Context,
     actions: &Actions,
     started: Instant,
+    version: &mut Option<String>,
 ) -> Result<(), Error> {
     let ns = job.namespace().ok_or(Error::NoNamespace)?;
     if let Some(status) = &actions.status {
-        write_status(job, ctx, &ns, status).await?;
+        write_status(job, ctx, &ns, status, version).await?;
     }
     if actions.repaired > 0 {
         ctx.metrics.repaired(actions.repaired as usize, started.elapsed());
@@ -42,7 +44,8 @@ pub async fn apply(
         delete_pod(ctx, &ns, pod, *how).await?;
     }
     if actions.apply_children {
-        apply_children(job, ctx, &ns, &actions.create_pods).await?;
+        apply_shared(job, ctx, &ns, &actions.foreign).await?;
+        create_pods(job, ctx, &ns, &actions.create_pods).await?;
     }
     if actions.delete_job {
         let jobs: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), &ns);
@@ -51,25 +54,32 @@ pub async fn apply(
     Ok(())
 }
 
+/// Writes status only over the version this pass read (`version`, updated to the one written):
+/// a second operator, or a stale pass, gets a conflict and retries from a fresh read instead of
+/// overwriting a newer layout.
 async fn write_status(
     job: &TrainingJob,
     ctx: &Context,
     ns: &str,
     status: &TrainingJobStatus,
+    version: &mut Option<String>,
 ) -> Result<(), Error> {
     let jobs: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), ns);
     let patch = json!({
         "apiVersion": TrainingJob::api_version(&()),
         "kind": TrainingJob::kind(&()),
+        "metadata": { "resourceVersion": version },
         "status": status,
     });
-    jobs.patch_status(
-        &job.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::WriteStatus)?;
+    let written = jobs
+        .patch_status(
+            &job.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::WriteStatus)?;
+    *version = written.metadata.resource_version;
     Ok(())
 }
 
@@ -98,23 +108,66 @@ where
     }
 }
 
-/// The NetworkPolicy (when enabled) and the Service, every pass; the `absent` pods.
-async fn apply_children(
+/// The NetworkPolicies (when enabled) and the Service, every pass, except `foreign` ones (the
+/// read step found them owned by someone else: never taken over).
+async fn apply_shared(
+    job: &TrainingJob,
+    ctx: &Context,
+    ns: &str,
+    foreign: &BTreeSet<String>,
+) -> Result<(), Error> {
+    let ours = |kind: &str, name: String| !foreign.contains(&format!("{kind} {name}"));
+    if ctx.settings.network_policies {
+        let operator_ns = ctx.settings.operator_namespace.as_deref();
+        for policy in [
+            children::network_policy(job, operator_ns),
+            children::worker_network_policy(job),
+        ] {
+            if ours("NetworkPolicy", policy.name_any()) {
+                server_side_apply::<NetworkPolicy>(ctx, ns, &policy, "NetworkPolicy").await?;
+            }
+        }
+    }
+    let service = children::service(job);
+    if ours("Service", service.name_any()) {
+        server_side_apply::<Service>(ctx, ns, &service, "Service").await?;
+    }
+    Ok(())
+}
+
+/// Creates the `absent` pods. Created, not applied: a pod of the same name that is not the
+/// job's (it appeared since the read) is reported, never taken over.
+async fn create_pods(
     job: &TrainingJob,
     ctx: &Context,
     ns: &str,
     absent: &BTreeSet<String>,
 ) -> Result<(), Error> {
-    if ctx.settings.network_policies {
-        let policy = children::network_policy(job, ctx.settings.operator_namespace.as_deref());
-        server_side_apply::<NetworkPolicy>(ctx, ns, &policy, "NetworkPolicy").await?;
-    }
-    server_side_apply::<Service>(ctx, ns, &children::service(job), "Service").await?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let images = &ctx.settings.images;
     let wanted = std::iter::once(children::server_pod(job, images))
         .chain((0..job.spec.workers).map(|w| children::worker_pod(job, w, images)));
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
     for pod in wanted.filter(|pod| absent.contains(&pod.name_any())) {
-        server_side_apply::<Pod>(ctx, ns, &pod, "Pod").await?;
+        match pods.create(&params, &pod).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let message = format!("pod {} exists and is not the job's: left alone", pod.name_any());
+                ctx.publish(job, &note(true, "OwnershipConflict", "Create", &message))
+                    .await;
+            }
+            Err(source) => {
+                let name = pod.name_any();
+                return Err(Error::Apply {
+                    kind: "Pod",
+                    name,
+                    source,
+                });
+            }
+        }
     }
     Ok(())
 }

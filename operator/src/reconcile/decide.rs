@@ -7,11 +7,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyk_core::heal::{Healing, WorkerState, heal, ready_workers};
-use anyk_core::{Layout, Numerics, PlanError, plan};
+use anyk_core::{Layout, Numerics, plan};
 use k8s_openapi::jiff::Timestamp;
 
 pub use super::actions::{Actions, Decision, Deletion, Next, Note, Seen, Then, Training};
-use super::notes::{faulty_notes, healing_notes, note, server_replaced_note};
+use super::failure;
+use super::halt::{fail, finished, given_up, refuse, suspend};
+use super::notes::{failure_notes, faulty_notes, healing_notes, note, server_replaced_note};
 use super::restore::restore;
 use crate::children;
 use crate::crd::{Repair, TrainingJob, TrainingJobStatus, WorkerIncarnation};
@@ -22,9 +24,14 @@ const HURRY: Duration = Duration::from_secs(2);
 const POLL_PROGRESS: Duration = Duration::from_secs(5);
 const POLL_IDLE: Duration = Duration::from_secs(10);
 const RESUME_WAIT: Duration = Duration::from_secs(1);
+/// Faulty incarnations remembered as replaced.
+const MAX_REPLACED_FAULTY: usize = 64;
 
 /// The first half of a pass.
 pub fn decide(job: &TrainingJob, seen: &Seen) -> Decision {
+    if failure::failed_for_good(&seen.status) {
+        return given_up(job, seen);
+    }
     if claims_success_falsely(&seen.status) {
         // Edited by hand (nothing the operator writes looks like this): keep managing the job.
         let mut sane = seen.clone();
@@ -47,8 +54,11 @@ pub fn decide(job: &TrainingJob, seen: &Seen) -> Decision {
         spec.target_workers,
     ) {
         Ok(layout) => layout,
-        Err(err) => return invalid(job, seen, &err),
+        Err(err) => return refuse(job, seen, "InvalidSpec", &err.to_string()),
     };
+    if let Some(violation) = &seen.policy_violation {
+        return refuse(job, seen, "PolicyViolation", violation);
+    }
     let was = seen.status.phase.as_deref();
     if was == Some(phase::SUCCEEDED) {
         let (actions, next) = finished(job, &seen.status, seen.now);
@@ -185,76 +195,6 @@ pub fn after_server(
     (actions, Next::After(again))
 }
 
-/// A spec the apiserver should have refused: Failed, once, with the reason.
-fn invalid(job: &TrainingJob, seen: &Seen, err: &PlanError) -> Decision {
-    let mut notes = Vec::new();
-    if seen.status.phase.as_deref() != Some(phase::FAILED) {
-        notes.push(note(true, "InvalidSpec", "Validate", &err.to_string()));
-    }
-    Decision {
-        actions: Actions {
-            status: Some(status::invalid(job, &seen.status, err.to_string(), seen.now)),
-            notes,
-            ..Actions::default()
-        },
-        then: Then::Done(Next::AwaitChange),
-    }
-}
-
-/// A finished job: nothing to heal; deleted once ttlSecondsAfterFinished has passed.
-fn finished(job: &TrainingJob, status: &TrainingJobStatus, now: Timestamp) -> (Actions, Next) {
-    let Some(ttl) = job.spec.ttl_seconds_after_finished else {
-        return (Actions::default(), Next::AwaitChange);
-    };
-    let finished_at = status
-        .completion_time
-        .as_deref()
-        .and_then(|t| t.parse::<Timestamp>().ok())
-        .unwrap_or(now);
-    let left = i64::from(ttl) - now.duration_since(finished_at).as_secs();
-    if left > 0 {
-        return (
-            Actions::default(),
-            Next::After(Duration::from_secs(left.unsigned_abs())),
-        );
-    }
-    let actions = Actions {
-        notes: vec![note(
-            false,
-            "Expired",
-            "Delete",
-            &format!("finished {ttl}s ago; deleting"),
-        )],
-        delete_job: true,
-        ..Actions::default()
-    };
-    (actions, Next::AwaitChange)
-}
-
-/// A suspended job: its pods go (gracefully, so the server writes a final checkpoint); its status
-/// (layout, progress) and checkpoint volume stay for the resume.
-fn suspend(job: &TrainingJob, seen: &Seen) -> Decision {
-    let observed = &seen.observed;
-    let mut notes = Vec::new();
-    if seen.status.phase.as_deref() != Some(phase::SUSPENDED) {
-        let message = "pods deleted; the layout and the checkpoint are kept for the resume";
-        notes.push(note(false, "Suspended", "Suspend", message));
-    }
-    Decision {
-        actions: Actions {
-            status: Some(status::suspended(job, &seen.status, seen.now)),
-            notes,
-            delete_pods: observed
-                .existing
-                .difference(&observed.terminating)
-                .map(|pod| (pod.clone(), Deletion::Graceful))
-                .collect(),
-            ..Actions::default()
-        },
-        then: Then::Done(Next::AwaitChange),
-    }
-}
-
 /// A running (or starting) job after healing: the repaired status, Events, replacements.
 fn train(
     job: &TrainingJob,
@@ -268,6 +208,10 @@ fn train(
     let server_failed = observed.server == WorkerState::Failed;
     let mut status = healed_status(job, seen, healing, &ready, server_failed);
     status.replaced_faulty.extend(faulty.iter().cloned());
+    // Bounded (status must fit in etcd): a report is about an incarnation that is gone once it
+    // was replaced, so only recent entries can still matter.
+    let excess = status.replaced_faulty.len().saturating_sub(MAX_REPLACED_FAULTY);
+    status.replaced_faulty.drain(..excess);
     let mut notes = faulty_notes(faulty);
     notes.extend(healing_notes(healing));
     let mut delete_pods: Vec<(String, Deletion)> = replaced_workers(healing, workers)
@@ -277,11 +221,17 @@ fn train(
         notes.push(server_replaced_note(job));
         delete_pods.push((children::server_name(job), Deletion::Now));
     }
-    // Pods are created when absent, never updated: a running pod's spec cannot change, and an
-    // edited job or a new default image applies to the pods created from then on.
-    let create_pods = children::pod_names(job)
-        .filter(|pod| !observed.existing.contains(pod) || delete_pods.iter().any(|(d, _)| d == pod))
-        .collect();
+    notes.extend(failure_notes(&delete_pods, observed));
+    let replaced: Vec<String> = delete_pods.iter().map(|(pod, _)| pod.clone()).collect();
+    status.replacements = failure::history(&seen.status.replacements, &replaced, seen.now);
+    if let Some((reason, message)) = failure::verdict(job, &status, &status.replacements, seen.now) {
+        return fail(job, seen, &status, reason, &message, notes);
+    }
+    let (create_pods, retry) = pods_to_create(job, seen, &delete_pods, &status);
+    if !seen.foreign.is_empty() {
+        let message = format!("left alone, not the job's own: {:?}", seen.foreign);
+        notes.push(note(true, "OwnershipConflict", "Apply", &message));
+    }
     let repaired = if healing.coverage_lost {
         0
     } else {
@@ -297,21 +247,50 @@ fn train(
             .external_server
             .clone()
             .unwrap_or_else(|| children::control_endpoint(job)),
-        recheck: observed.recheck,
+        recheck: [observed.recheck, retry].into_iter().flatten().min(),
+    };
+    let actions = Actions {
+        status: Some(status),
+        notes,
+        delete_pods,
+        apply_children: true,
+        foreign: seen.foreign.clone(),
+        create_pods,
+        delete_job: false,
+        repaired,
+        server_replaced: server_failed,
     };
     Decision {
-        actions: Actions {
-            status: Some(status),
-            notes,
-            delete_pods,
-            apply_children: true,
-            create_pods,
-            delete_job: false,
-            repaired,
-            server_replaced: server_failed,
-        },
+        actions,
         then: Then::AskServer(Box::new(training)),
     }
+}
+
+/// The absent pods to create now (pods are created when absent, never updated: a running pod's
+/// spec cannot change, and an edited job or a new default image applies to the pods created from
+/// then on), and how soon the ones still backing off may be created.
+fn pods_to_create(
+    job: &TrainingJob,
+    seen: &Seen,
+    deleted: &[(String, Deletion)],
+    status: &TrainingJobStatus,
+) -> (BTreeSet<String>, Option<Duration>) {
+    let observed = &seen.observed;
+    let absent = children::pod_names(job).filter(|pod| {
+        (!observed.existing.contains(pod) || deleted.iter().any(|(d, _)| d == pod))
+            && !seen.foreign.contains(&format!("Pod {pod}"))
+    });
+    let mut retry: Option<Duration> = None;
+    let mut create = BTreeSet::new();
+    for pod in absent {
+        match failure::wait_before_creating(&pod, &status.replacements, seen.now) {
+            Some(wait) => retry = Some(retry.map_or(wait, |r| r.min(wait))),
+            None => {
+                create.insert(pod);
+            }
+        }
+    }
+    (create, retry)
 }
 
 /// The status after a healing pass: the layout, the loss counters and the repair.
@@ -329,6 +308,7 @@ fn healed_status(
         now: seen.now,
     };
     let mut status = status::running(job, &seen.status, &facts);
+    status.start_time.get_or_insert_with(|| seen.now.to_string());
     let lost = healing.lost.len() as u32;
     status.workers.failed = status.workers.failed.saturating_add(lost);
     status.workers.replaced = status.workers.replaced.saturating_add(lost);

@@ -41,8 +41,12 @@ pub(super) fn seen(status: &TrainingJobStatus, workers: [WorkerState; 8], server
             recheck: None,
             existing,
             terminating: BTreeSet::new(),
+            errors: Default::default(),
         },
         external_server: None,
+        policy_violation: None,
+        foreign: BTreeSet::new(),
+        resource_version: None,
         now: at(100),
     }
 }
@@ -155,10 +159,9 @@ fn a_replacement_that_fails_before_joining_is_replaced_without_a_second_loss() {
         d.actions.delete_pods,
         [("digits-worker-3".to_string(), Deletion::Now)]
     );
-    assert_eq!(
-        d.actions.create_pods,
-        BTreeSet::from(["digits-worker-3".to_string()])
-    );
+    // Its second replacement in the window backs off (1 s) before the pod is created again.
+    assert!(d.actions.create_pods.is_empty());
+    assert_eq!(training(&d).recheck, Some(Duration::from_secs(1)));
     let status = d.actions.status.unwrap();
     assert_eq!(status.workers.failed, 1, "not counted again");
     assert_eq!(status.layout, repaired.layout);

@@ -16,11 +16,15 @@ mod apply;
 pub mod decide;
 #[cfg(test)]
 mod decide_tests;
+mod failure;
+mod halt;
 mod notes;
 mod read;
 #[cfg(test)]
 mod replica_tests;
 mod restore;
+#[cfg(test)]
+mod trust_tests;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -78,7 +82,8 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     };
     let decision = decide::decide(&job, &seen);
-    apply::apply(&job, &ctx, &decision.actions, started).await?;
+    let mut version = seen.resource_version.clone();
+    apply::apply(&job, &ctx, &decision.actions, started, &mut version).await?;
     let next = match decision.then {
         Then::Done(next) => next,
         Then::AskServer(mut training) => {
@@ -89,7 +94,7 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Actio
                 ServerState::NotAsked
             };
             let (actions, next) = decide::after_server(&job, &training, server, seen.now);
-            apply::apply(&job, &ctx, &actions, started).await?;
+            apply::apply(&job, &ctx, &actions, started, &mut version).await?;
             next
         }
     };

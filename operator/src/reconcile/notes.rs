@@ -2,8 +2,9 @@
 
 use anyk_core::heal::Healing;
 
-use super::actions::Note;
+use super::actions::{Deletion, Note};
 use crate::crd::{TrainingJob, WorkerIncarnation};
+use crate::observe::Observed;
 
 pub fn healing_notes(healing: &Healing) -> Vec<Note> {
     let mut notes = Vec::new();
@@ -43,6 +44,16 @@ pub fn faulty_notes(faulty: &[WorkerIncarnation]) -> Vec<Note> {
             );
             note(true, "FaultyWorkerReplaced", "Heal", &message)
         })
+        .collect()
+}
+
+/// Why the pods being replaced failed, when their container said (its termination message,
+/// or the end of its log): the first thing a user needs when a pod cannot even start.
+pub fn failure_notes(deleted: &[(String, Deletion)], observed: &Observed) -> Vec<Note> {
+    deleted
+        .iter()
+        .filter_map(|(pod, _)| Some((pod, observed.errors.get(pod)?)))
+        .map(|(pod, line)| note(true, "PodFailed", "Heal", &format!("{pod} failed: {line}")))
         .collect()
 }
 

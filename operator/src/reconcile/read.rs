@@ -1,18 +1,20 @@
 //! The read step: the job's fresh status, its pods and the health of their nodes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
 use super::Error;
 use super::decide::Seen;
-use crate::children::{JOB_LABEL, external_endpoint};
+use crate::children::{self, JOB_LABEL, external_endpoint};
 use crate::controller::Context;
 use crate::crd::TrainingJob;
 use crate::observe::{NodeHealth, node_health, observe};
+use crate::policy;
 
 /// What the decide step needs; `None` when the job is being deleted (the garbage collector removes
 /// its pods, and they are not lost workers).
@@ -33,11 +35,15 @@ pub async fn read(job: &TrainingJob, ctx: &Context) -> Result<Option<Seen>, Erro
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let selector = format!("{JOB_LABEL}={}", job.name_any());
-    let pods = pods
+    let listed = pods
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(Error::Observe)?
         .items;
+    // Labels can be copied by anyone who may create pods here: only the job's own pods count.
+    let (pods, labelled): (Vec<Pod>, Vec<Pod>) = listed.into_iter().partition(|p| owned_by(job, p));
+    let mut foreign: BTreeSet<String> = labelled.iter().map(|p| format!("Pod {}", p.name_any())).collect();
+    foreign.extend(foreign_shared_objects(job, ctx, &ns).await?);
     let nodes = node_health_of(ctx, &pods).await?;
     let now = Timestamp::now();
     let observed = observe(job.spec.workers, &pods, &nodes, now, ctx.settings.node_grace);
@@ -45,8 +51,46 @@ pub async fn read(job: &TrainingJob, ctx: &Context) -> Result<Option<Seen>, Erro
         status: fresh.status.unwrap_or_default(),
         observed,
         external_server: external_endpoint(job, ctx.settings.allow_server_endpoint_annotation),
+        policy_violation: policy::check(job, &ctx.settings.pod_policy).err(),
+        resource_version: fresh.metadata.resource_version.clone(),
+        foreign,
         now,
     }))
+}
+
+/// Whether `object` is controlled by `job` (its controller owner reference has the job's UID).
+fn owned_by<K: Resource>(job: &TrainingJob, object: &K) -> bool {
+    let uid = job.metadata.uid.as_deref();
+    object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|r| r.controller == Some(true) && Some(r.uid.as_str()) == uid)
+}
+
+/// The Service and NetworkPolicies that carry the job's names but belong to someone else: the
+/// operator never takes them over.
+async fn foreign_shared_objects(job: &TrainingJob, ctx: &Context, ns: &str) -> Result<Vec<String>, Error> {
+    let mut foreign = Vec::new();
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    let name = children::server_name(job);
+    let service = services.get_opt(&name).await.map_err(Error::Observe)?;
+    if service.is_some_and(|s| !owned_by(job, &s)) {
+        foreign.push(format!("Service {name}"));
+    }
+    let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
+    for policy in [
+        children::network_policy(job, None),
+        children::worker_network_policy(job),
+    ] {
+        let name = policy.name_any();
+        let existing = policies.get_opt(&name).await.map_err(Error::Observe)?;
+        if existing.is_some_and(|p| !owned_by(job, &p)) {
+            foreign.push(format!("NetworkPolicy {name}"));
+        }
+    }
+    Ok(foreign)
 }
 
 /// The health of every node the pods run on.

@@ -27,7 +27,7 @@ pub fn restore(mut planned: Layout, saved: Option<&LayoutState>) -> Result<Layou
         return Ok(planned);
     };
     if let Err(reason) = check(&planned, saved) {
-        planned.epoch = saved.epoch.min(MAX_EPOCH) + 1;
+        planned.epoch = saved.epoch.min(MAX_EPOCH - 1) + 1;
         return Err(Box::new(Replanned {
             layout: planned,
             reason,
@@ -113,7 +113,7 @@ mod tests {
             let replanned = restore(planned(), Some(&saved)).unwrap_err();
             assert!(replanned.reason.contains(why), "{why}: {}", replanned.reason);
             assert_eq!(replanned.layout.holders, planned().holders);
-            assert_eq!(replanned.layout.epoch, saved.epoch.min(MAX_EPOCH) + 1);
+            assert_eq!(replanned.layout.epoch, saved.epoch.min(MAX_EPOCH - 1) + 1);
         }
     }
 }

@@ -90,6 +90,8 @@ pub fn running(job: &TrainingJob, previous: &TrainingJobStatus, facts: &Facts) -
             .or_else(|| finished.then(|| facts.now.to_string())),
         server_restarts: previous.server_restarts,
         replaced_faulty: previous.replaced_faulty.clone(),
+        start_time: previous.start_time.clone(),
+        replacements: previous.replacements.clone(),
         layout: Some(LayoutState {
             epoch: layout.epoch,
             holders: layout.holders.clone(),
@@ -271,9 +273,22 @@ pub fn invalid(
     message: String,
     now: Timestamp,
 ) -> TrainingJobStatus {
+    failed(job, previous, "InvalidSpec", &message, now)
+}
+
+/// A job that failed for `reason` (a spec the apiserver should have refused, one the operator's
+/// policy refuses, too many replacements, the deadline).
+pub fn failed(
+    job: &TrainingJob,
+    previous: &TrainingJobStatus,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) -> TrainingJobStatus {
     let conditions = vec![
-        condition(job, "Ready", false, "InvalidSpec", &message, now),
-        condition(job, "Failed", true, "InvalidSpec", &message, now),
+        condition(job, "Ready", false, reason, message, now),
+        condition(job, "Progressing", false, reason, message, now),
+        condition(job, "Failed", true, reason, message, now),
     ];
     TrainingJobStatus {
         phase: Some(phase::FAILED.into()),

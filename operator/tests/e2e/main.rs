@@ -25,7 +25,7 @@ use example_job::{a_restart_changes_nothing_and_deletion_collects_the_pods, the_
 use live_server::the_operator_drives_a_real_server;
 use not_ready_node::a_not_ready_node_loses_its_workers_within_the_grace;
 use operator::Operator;
-use support::{data_volume, metric};
+use support::metric;
 
 const MINUTE: Duration = Duration::from_secs(60);
 /// The operator's NotReady-node grace in this test (the chart's default is 30 s).
@@ -40,7 +40,7 @@ async fn helm_installed_operator_heals_jobs_and_drives_a_real_server() {
     let client = jobs_ns.client.clone();
     // The example reads its blocks from a claim; bind it to a host-path volume (a hostPath in the
     // pod itself would break the restricted standard). Every job here uses that claim.
-    data_volume(&client, &jobs_ns.name, &release).await;
+    anyk_testkit::data_claim(&client, &jobs_ns.name, &release).await;
 
     // The three scenarios share the operator and run side by side.
     tokio::join!(

@@ -72,6 +72,11 @@ impl Operator {
                 .env("ANYK_OPERATOR_NAMESPACE", &self.namespace)
                 // The live job's server runs outside the cluster, as a process of this test.
                 .env("ANYK_ALLOW_SERVER_ENDPOINT_ANNOTATION", "true")
+                // The NotReady-node scenario pins its workers to a pool of its own by taint.
+                .env("ANYK_ALLOWED_TOLERATION_KEYS", "nvidia.com/gpu,anyk.dev/pool")
+                // One identity across restarts: the restarted operator renews its own lease
+                // instead of waiting for it to expire.
+                .env("HOSTNAME", "anyk-operator-e2e")
                 .env("ANYK_LOG", "info,anyk_operator=debug"),
             &self.dir,
         ));

@@ -180,35 +180,6 @@ pub async fn remove_leftover_nodes(client: &Client) {
     }
 }
 
-/// The example's claim `digits-blocks`, bound to a host-path volume of its own.
-pub async fn data_volume(client: &Client, ns: &str, release: &str) {
-    let pv = json!({
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": { "name": format!("{release}-digits") },
-        "spec": {
-            "capacity": { "storage": "1Gi" }, "accessModes": ["ReadOnlyMany"],
-            "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "",
-            "hostPath": { "path": "/var/lib/anyk/digits" },
-            "claimRef": { "namespace": ns, "name": "digits-blocks" }
-        }
-    });
-    let pvc = json!({
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": { "name": "digits-blocks" },
-        "spec": { "accessModes": ["ReadOnlyMany"], "storageClassName": "", "volumeName": format!("{release}-digits"),
-                  "resources": { "requests": { "storage": "1Gi" } } }
-    });
-    let apply = PatchParams::apply("anyk-tests");
-    let pvs: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
-    pvs.patch(&format!("{release}-digits"), &apply, &Patch::Apply(&pv))
-        .await
-        .unwrap();
-    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    pvcs.patch("digits-blocks", &apply, &Patch::Apply(&pvc))
-        .await
-        .unwrap();
-}
-
 pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))

@@ -16,6 +16,7 @@ use anyk_core::Layout;
 use anyk_core::aggregate::{Offer, OfferError};
 use anyk_core::checkpoint::Checkpoint;
 use anyk_core::digest::param_sha256;
+use anyk_core::job::JobIdentity;
 use anyk_core::optimizer::Optimizer;
 use anyk_proto::v1::{Assignment, GradientRequest, GradientResponse, Progress, WorkerEvent};
 
@@ -202,10 +203,16 @@ impl Trainer {
         }
     }
 
-    /// Everything needed to resume, once parameters exist.
+    /// Everything needed to resume, once parameters exist, and the job it belongs to.
     pub fn checkpoint(&self) -> Option<Checkpoint> {
         let model = self.model.as_ref()?;
+        let job = JobIdentity {
+            config: self.settings.job_config(),
+            units: self.layout.as_ref().map(|l| l.units.clone()).unwrap_or_default(),
+            params: model.params.len() as u64,
+        };
         Some(Checkpoint {
+            job: Some(job),
             step: model.step,
             layout: self.layout.clone(),
             optimizer: model.optimizer.clone(),

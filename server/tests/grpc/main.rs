@@ -10,6 +10,7 @@
 mod aggregation;
 mod bad_input;
 mod checkpoints;
+mod foreign_checkpoints;
 mod layouts;
 
 use std::net::SocketAddr;

@@ -18,6 +18,11 @@ fn a_resumed_trainer_continues_bit_identically() {
     complete_step(&mut original, &layout);
     let ckpt = original.checkpoint().unwrap();
     assert_eq!((ckpt.step, ckpt.layout.as_ref()), (2, Some(&layout)));
+    let job = ckpt.job.as_ref().unwrap();
+    assert_eq!(
+        (&job.config, &job.units, job.params),
+        (&settings().job_config(), &layout.units, PARAMS as u64)
+    );
     // Through the file format, as a restarted server reads it.
     let ckpt = Checkpoint::decode(&ckpt.encode()).unwrap();
 
