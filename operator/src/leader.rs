@@ -79,10 +79,14 @@ pub fn identity() -> String {
 /// The lease's namespace: `explicit` (`--lease-namespace`), else the operator's namespace, else
 /// the service account's, else "default".
 pub fn lease_namespace(explicit: Option<String>, operator: Option<String>) -> String {
-    let mounted = || std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE).ok();
     first_namespace([explicit, operator])
-        .or_else(|| first_namespace([mounted()]))
+        .or_else(mounted_namespace)
         .unwrap_or_else(|| "default".into())
+}
+
+/// The namespace of the service account this process runs as (in a pod), if any.
+pub fn mounted_namespace() -> Option<String> {
+    first_namespace([std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE).ok()])
 }
 
 fn first_namespace<const N: usize>(candidates: [Option<String>; N]) -> Option<String> {

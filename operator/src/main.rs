@@ -83,35 +83,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let args = Args::parse();
     let client = kube::Client::try_default().await?;
+    let settings = settings(&args);
     let lease = args.leader_election.then(|| LeaseConfig {
         namespace: leader::lease_namespace(args.lease_namespace, args.operator_namespace.clone()),
         name: args.lease_name,
         identity: leader::identity(),
         duration: Duration::from_secs(args.lease_duration_seconds),
     });
-    let settings = Settings {
-        images: Images {
-            server: args.server_image,
-            worker: args.worker_image,
-        },
-        node_grace: Duration::from_secs(args.node_grace_seconds),
-        network_policies: args.network_policies,
-        operator_namespace: args.operator_namespace.filter(|ns| !ns.is_empty()),
-        allow_server_endpoint_annotation: args.allow_server_endpoint_annotation,
-        pod_policy: PodPolicy {
-            allow_host_path: args.allow_host_path,
-            allowed_image_prefixes: args
-                .allowed_image_prefixes
-                .into_iter()
-                .filter(|p| !p.is_empty())
-                .collect(),
-            allowed_toleration_keys: args
-                .allowed_toleration_keys
-                .into_iter()
-                .filter(|k| !k.is_empty())
-                .collect(),
-        },
-    };
     let namespaces: Vec<String> = args.namespaces.into_iter().filter(|ns| !ns.is_empty()).collect();
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = args.metrics_addr {
@@ -138,4 +116,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => controller.await,
     }
     Ok(())
+}
+
+/// The operator's settings from its arguments.
+fn settings(args: &Args) -> Settings {
+    Settings {
+        images: Images {
+            server: args.server_image.clone(),
+            worker: args.worker_image.clone(),
+        },
+        node_grace: Duration::from_secs(args.node_grace_seconds),
+        network_policies: args.network_policies,
+        // Unknown outside a pod: the NetworkPolicies then admit no operator at all (fail closed).
+        operator_namespace: args
+            .operator_namespace
+            .clone()
+            .filter(|ns| !ns.is_empty())
+            .or_else(leader::mounted_namespace),
+        allow_server_endpoint_annotation: args.allow_server_endpoint_annotation,
+        pod_policy: PodPolicy {
+            allow_host_path: args.allow_host_path,
+            allowed_image_prefixes: args
+                .allowed_image_prefixes
+                .iter()
+                .filter(|p| !p.is_empty())
+                .cloned()
+                .collect(),
+            allowed_toleration_keys: args
+                .allowed_toleration_keys
+                .iter()
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .collect(),
+        },
+    }
 }

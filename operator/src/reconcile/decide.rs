@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyk_core::heal::{Healing, WorkerState, heal, ready_workers};
 use anyk_core::{Layout, Numerics, plan};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 
 pub use super::actions::{Actions, Decision, Deletion, Next, Note, Seen, Then, Training};
@@ -15,6 +16,7 @@ use super::failure;
 use super::halt::{fail, finished, given_up, refuse, suspend};
 use super::notes::{failure_notes, faulty_notes, healing_notes, note, server_replaced_note};
 use super::restore::restore;
+
 use crate::children;
 use crate::crd::{Repair, TrainingJob, TrainingJobStatus, WorkerIncarnation};
 use crate::status::{self, Facts, ServerState, phase};
@@ -207,11 +209,7 @@ fn train(
     let ready = ready_workers(workers);
     let server_failed = observed.server == WorkerState::Failed;
     let mut status = healed_status(job, seen, healing, &ready, server_failed);
-    status.replaced_faulty.extend(faulty.iter().cloned());
-    // Bounded (status must fit in etcd): a report is about an incarnation that is gone once it
-    // was replaced, so only recent entries can still matter.
-    let excess = status.replaced_faulty.len().saturating_sub(MAX_REPLACED_FAULTY);
-    status.replaced_faulty.drain(..excess);
+    remember_replaced(&mut status, faulty);
     let mut notes = faulty_notes(faulty);
     notes.extend(healing_notes(healing));
     let mut delete_pods: Vec<(String, Deletion)> = replaced_workers(healing, workers)
@@ -224,14 +222,11 @@ fn train(
     notes.extend(failure_notes(&delete_pods, observed));
     let replaced: Vec<String> = delete_pods.iter().map(|(pod, _)| pod.clone()).collect();
     status.replacements = failure::history(&seen.status.replacements, &replaced, seen.now);
-    if let Some((reason, message)) = failure::verdict(job, &status, &status.replacements, seen.now) {
+    if let Some((reason, message)) = verdict_with_cause(job, seen, &status, &replaced) {
         return fail(job, seen, &status, reason, &message, notes);
     }
     let (create_pods, retry) = pods_to_create(job, seen, &delete_pods, &status);
-    if !seen.foreign.is_empty() {
-        let message = format!("left alone, not the job's own: {:?}", seen.foreign);
-        notes.push(note(true, "OwnershipConflict", "Apply", &message));
-    }
+    report_foreign(job, seen, &mut status, &mut notes);
     let repaired = if healing.coverage_lost {
         0
     } else {
@@ -264,6 +259,51 @@ fn train(
         actions,
         then: Then::AskServer(Box::new(training)),
     }
+}
+
+/// Records faulty incarnations as replaced, bounded (status must fit in etcd): a report is about
+/// an incarnation that is gone once it was replaced, so only recent entries can still matter.
+fn remember_replaced(status: &mut TrainingJobStatus, faulty: &[WorkerIncarnation]) {
+    status.replaced_faulty.extend(faulty.iter().cloned());
+    let excess = status.replaced_faulty.len().saturating_sub(MAX_REPLACED_FAULTY);
+    status.replaced_faulty.drain(..excess);
+}
+
+/// Why the job fails now, if it does, with the first error line of a pod replaced in this pass.
+fn verdict_with_cause(
+    job: &TrainingJob,
+    seen: &Seen,
+    status: &TrainingJobStatus,
+    replaced: &[String],
+) -> Option<(&'static str, String)> {
+    let (reason, mut message) = failure::verdict(job, status, &status.replacements, seen.now)?;
+    let said = replaced
+        .iter()
+        .find_map(|pod| Some((pod, seen.observed.errors.get(pod)?)));
+    if let Some((pod, line)) = said {
+        message.push_str(&format!("; {pod} failed: {line}"));
+    }
+    Some((reason, message))
+}
+
+/// Objects with the job's names or labels that belong to someone else: an Event and a condition.
+fn report_foreign(job: &TrainingJob, seen: &Seen, status: &mut TrainingJobStatus, notes: &mut Vec<Note>) {
+    if !seen.foreign.is_empty() {
+        let message = format!("left alone, not the job's own: {:?}", seen.foreign);
+        notes.push(note(true, "OwnershipConflict", "Apply", &message));
+    }
+    status::set_condition(status, &seen.status, ownership_condition(job, seen));
+}
+
+/// OwnershipConflict: True while objects with the job's names or labels belong to someone else.
+fn ownership_condition(job: &TrainingJob, seen: &Seen) -> Condition {
+    let (ok, reason, message) = if seen.foreign.is_empty() {
+        (false, "NoConflict", String::new())
+    } else {
+        let message = format!("not the job's own, left alone: {:?}", seen.foreign);
+        (true, "ForeignObjects", message)
+    };
+    status::condition(job, "OwnershipConflict", ok, reason, &message, seen.now)
 }
 
 /// The absent pods to create now (pods are created when absent, never updated: a running pod's

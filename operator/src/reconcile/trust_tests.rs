@@ -40,6 +40,18 @@ fn foreign_objects_are_left_alone_and_reported() {
     );
     assert!(d.actions.foreign.contains("Service digits-server"));
     assert!(reasons(&d.actions).contains(&"OwnershipConflict"));
+    let status = d.actions.status.unwrap();
+    let condition = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "OwnershipConflict")
+        .unwrap();
+    assert_eq!(condition.status, "True");
+    assert!(
+        condition.message.contains("Service digits-server"),
+        "{}",
+        condition.message
+    );
 }
 
 #[test]

@@ -69,7 +69,15 @@ pub fn running(job: &TrainingJob, previous: &TrainingJobStatus, facts: &Facts) -
     } else {
         phase::RUNNING
     };
-    let conditions = running_conditions(job, previous, facts, &coverage, finished);
+    let mut conditions = running_conditions(job, previous, facts, &coverage, finished);
+    // Conditions set elsewhere in the pass (OwnershipConflict) carry over.
+    let kept: Vec<Condition> = previous
+        .conditions
+        .iter()
+        .filter(|p| !conditions.iter().any(|c| c.type_ == p.type_))
+        .cloned()
+        .collect();
+    conditions.extend(kept);
     TrainingJobStatus {
         phase: Some(phase.into()),
         conditions: keep_transition_times(&previous.conditions, conditions),
@@ -298,7 +306,7 @@ pub fn failed(
     }
 }
 
-fn condition(
+pub fn condition(
     job: &TrainingJob,
     type_: &str,
     ok: bool,
@@ -313,6 +321,15 @@ fn condition(
         message: message.into(),
         observed_generation: job.metadata.generation,
         last_transition_time: Time(now),
+    }
+}
+
+/// Sets one condition of `status`, keeping its transition time from `previous` while its status
+/// is unchanged.
+pub fn set_condition(status: &mut TrainingJobStatus, previous: &TrainingJobStatus, new: Condition) {
+    let new = keep_transition_times(&previous.conditions, vec![new]);
+    for c in new {
+        upsert(&mut status.conditions, c);
     }
 }
 
