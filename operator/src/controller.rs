@@ -7,14 +7,16 @@ use std::time::Duration;
 
 use anyk_core::Layout;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::runtime::controller::Action;
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::Controller;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
 
+use crate::caches::{self, Caches};
 use crate::children::FIELD_MANAGER;
 use crate::crd::TrainingJob;
+use crate::expectations::Expectations;
 use crate::metrics::Metrics;
 use crate::reconcile::decide::Note;
 use crate::reconcile::{Error, reconcile};
@@ -30,10 +32,14 @@ pub struct Context {
     /// One recorder for all Events, so that repeated ones are counted rather than duplicated.
     pub recorder: Recorder,
     pub backoff: Backoff,
+    /// The watch caches of pods and nodes, one per watched scope.
+    pub caches: Vec<Caches>,
+    /// Pod changes of this operator that the caches do not show yet.
+    pub expectations: Expectations,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, caches: Vec<Caches>) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: std::env::var("HOSTNAME").ok(),
@@ -45,7 +51,17 @@ impl Context {
             metrics,
             channels: Channels::default(),
             backoff: Backoff::default(),
+            caches,
+            expectations: Expectations::default(),
         }
+    }
+
+    /// The caches of the scope `job` is in.
+    pub fn caches_of(&self, job: &TrainingJob) -> Option<&Caches> {
+        let ns = job.namespace();
+        self.caches
+            .iter()
+            .find(|c| c.namespace.is_none() || c.namespace == ns)
     }
 
     /// Records an Event on the job; a failure to record is logged, never fatal.
@@ -131,38 +147,33 @@ pub fn error_policy(job: Arc<TrainingJob>, err: &Error, ctx: Arc<Context>) -> Ac
     Action::requeue(delay)
 }
 
+/// Coalesces the events of one change (a pod failing, its deletion, its replacement appearing)
+/// into one pass, at the cost of this much latency.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
 /// Runs the controller until a shutdown signal: watches TrainingJobs in `namespaces` (all when
-/// empty), the pods they own (a pod change wakes its job) and the nodes.
+/// empty), the pods they own (a pod change wakes its job) and the nodes (a readiness change wakes
+/// the jobs with pods there), keeping the pods and nodes in watch caches the passes read.
 pub async fn run(client: Client, settings: Settings, namespaces: Vec<String>, metrics: Arc<Metrics>) {
-    let ctx = Arc::new(Context::new(client.clone(), settings, metrics));
-    let scopes: Vec<(Api<TrainingJob>, Api<Pod>)> = if namespaces.is_empty() {
-        vec![(Api::all(client.clone()), Api::all(client.clone()))]
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
     } else {
-        namespaces
-            .iter()
-            .map(|ns| {
-                (
-                    Api::namespaced(client.clone(), ns),
-                    Api::namespaced(client.clone(), ns),
-                )
-            })
-            .collect()
+        namespaces.into_iter().map(Some).collect()
     };
-    let controllers = scopes.into_iter().map(|(jobs, pods)| {
-        let controller = kube::runtime::Controller::new(jobs, Default::default());
-        // A node changing (going NotReady) wakes every job, so the grace starts counting at once
-        // rather than at the job's next periodic pass.
-        let known_jobs = controller.store();
-        let nodes: Api<Node> = Api::all(client.clone());
-        controller
-            .owns(pods, Default::default())
-            .watches(nodes, Default::default(), move |_: Node| {
-                known_jobs
-                    .state()
-                    .iter()
-                    .map(|job| ObjectRef::from_obj(&**job))
-                    .collect::<Vec<_>>()
-            })
+    let (caches, watches): (Vec<Caches>, Vec<_>) = scopes
+        .into_iter()
+        .map(|ns| caches::start(client.clone(), ns))
+        .unzip();
+    let ctx = Arc::new(Context::new(client.clone(), settings, metrics, caches.clone()));
+    let controllers = caches.into_iter().zip(watches).map(|(cache, watches)| {
+        let jobs: Api<TrainingJob> = match &cache.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        Controller::new(jobs, Default::default())
+            .with_config(ControllerConfig::default().debounce(DEBOUNCE))
+            .owns_stream(watches.pods)
+            .watches_stream(watches.nodes, move |node: Node| cache.jobs_on(&node))
             .shutdown_on_signal()
             .run(reconcile, error_policy, ctx.clone())
             .for_each(|result| async move {

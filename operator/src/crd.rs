@@ -37,16 +37,16 @@ pub struct TrainingJobSpec {
     #[x_kube(validation = Rule::new("self == oldSelf").message("dataset is immutable once the job exists"))]
     pub dataset: Dataset,
     /// r: identical copies of every block, each on a different worker (at least 2). Immutable.
-    #[schemars(range(min = 2, max = 1024))]
+    #[schemars(range(min = 2, max = 4096))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("replication is immutable once the job exists"))]
     pub replication: u32,
     /// n: number of worker pods. Immutable (the layout's reduction units depend on it).
-    #[schemars(range(min = 1, max = 1024))]
+    #[schemars(range(min = 1, max = 4096))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("workers is immutable once the job exists"))]
     pub workers: u32,
     /// k: any targetWorkers workers together hold every block, so each step waits for the fastest
     /// k and the job tolerates workers - targetWorkers stragglers or failures. Immutable.
-    #[schemars(range(min = 1, max = 1024))]
+    #[schemars(range(min = 1, max = 4096))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("targetWorkers is immutable once the job exists"))]
     pub target_workers: u32,
     /// The model to train. Immutable.
@@ -86,9 +86,10 @@ pub struct TrainingJobSpec {
 
 /// The most block copies (`dataset.blocks * replication`) a job may have, so that its status fits
 /// in etcd's 1.5 MiB per object. The status grows with m and r through `layout.holders` (per block
-/// r worker ids, each at most 4 digits and a comma as n <= 1024, and brackets: 5r + 2 bytes of
+/// r worker ids, each at most 4 digits and a comma as n <= 4096, and brackets: 5r + 2 bytes of
 /// JSON) and `underReplicatedBlocks` (5 digits and a comma per block): 5mr + 8m <= 9mr bytes as
-/// r >= 2, 1.125 MiB at this bound, which leaves 384 KiB for what n and the conditions bound.
+/// r >= 2, 1.125 MiB at this bound, which leaves 384 KiB for what n and the conditions bound
+/// (`layout.members` and `lastRepair.lostWorkers` at most 5n bytes each, 40 KiB at n = 4096).
 pub const MAX_BLOCK_COPIES: u32 = 131_072;
 
 fn status_fits_in_etcd() -> kube::core::Rule {

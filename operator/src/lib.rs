@@ -4,9 +4,11 @@
 //! parameter server (`server_link`), the controller wiring (`controller`), the operator's
 //! settings and metrics. The healing policy itself is in `anyk_core::heal`.
 
+pub mod caches;
 pub mod children;
 pub mod controller;
 pub mod crd;
+pub mod expectations;
 pub mod leader;
 pub mod metrics;
 pub mod observe;

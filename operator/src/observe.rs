@@ -3,6 +3,7 @@
 //! the clock.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyk_core::heal::WorkerState;
@@ -121,7 +122,7 @@ pub fn node_health(node: Option<&Node>, now: Timestamp) -> NodeHealth {
 /// grace runs out.
 pub fn observe(
     workers: u32,
-    pods: &[Pod],
+    pods: &[Arc<Pod>],
     nodes: &BTreeMap<String, NodeHealth>,
     now: Timestamp,
     grace: Duration,
@@ -130,11 +131,11 @@ pub fn observe(
         workers: vec![WorkerState::Missing; workers as usize],
         server: WorkerState::Missing,
         recheck: None,
-        existing: pods.iter().map(ResourceExt::name_any).collect(),
+        existing: pods.iter().map(|p| p.name_any()).collect(),
         terminating: pods
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_some())
-            .map(ResourceExt::name_any)
+            .map(|p| p.name_any())
             .collect(),
         errors: pods
             .iter()

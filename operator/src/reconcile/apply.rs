@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -19,6 +20,10 @@ use super::notes::note;
 use crate::children::{self, FIELD_MANAGER};
 use crate::controller::Context;
 use crate::crd::{TrainingJob, TrainingJobStatus};
+
+/// Pod creations in flight at once: a 1,000-worker job is created in parallel, not one request
+/// after another, without flooding the apiserver.
+const CREATE_CONCURRENCY: usize = 32;
 
 pub async fn apply(
     job: &TrainingJob,
@@ -41,7 +46,7 @@ pub async fn apply(
         ctx.publish(job, note).await;
     }
     for (pod, how) in &actions.delete_pods {
-        delete_pod(ctx, &ns, pod, *how).await?;
+        delete_pod(job, ctx, &ns, pod, *how).await?;
     }
     if actions.apply_children {
         apply_shared(job, ctx, &ns, &actions.foreign).await?;
@@ -83,23 +88,38 @@ async fn write_status(
     Ok(())
 }
 
-async fn delete_pod(ctx: &Context, ns: &str, name: &str, how: Deletion) -> Result<(), Error> {
+async fn delete_pod(
+    job: &TrainingJob,
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    how: Deletion,
+) -> Result<(), Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let params = match how {
         Deletion::Graceful => DeleteParams::default(),
         Deletion::Now => DeleteParams::default().grace_period(0),
     };
-    delete(&pods, name, &params, "Pod").await
+    if let Some(pod) = delete(&pods, name, &params, "Pod").await? {
+        ctx.expectations.deleted(job, &pod);
+    }
+    Ok(())
 }
 
-/// Deletes an object; one that is already gone is fine.
-async fn delete<K>(api: &Api<K>, name: &str, params: &DeleteParams, kind: &'static str) -> Result<(), Error>
+/// Deletes an object; one that is already gone is fine. Returns the object as the deletion left
+/// it, when the apiserver returned it.
+async fn delete<K>(
+    api: &Api<K>,
+    name: &str,
+    params: &DeleteParams,
+    kind: &'static str,
+) -> Result<Option<K>, Error>
 where
     K: Clone + DeserializeOwned + std::fmt::Debug,
 {
     match api.delete(name, params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+        Ok(deleted) => Ok(deleted.left()),
+        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
         Err(source) => Err(Error::Delete {
             kind,
             name: name.to_string(),
@@ -143,30 +163,39 @@ async fn create_pods(
     ns: &str,
     absent: &BTreeSet<String>,
 ) -> Result<(), Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let images = &ctx.settings.images;
+    // Built lazily: a 4,096-worker job's pods need not all exist in memory at once.
     let wanted = std::iter::once(children::server_pod(job, images))
-        .chain((0..job.spec.workers).map(|w| children::worker_pod(job, w, images)));
+        .chain((0..job.spec.workers).map(|w| children::worker_pod(job, w, images)))
+        .filter(|pod| absent.contains(&pod.name_any()));
+    let results: Vec<Result<(), Error>> = futures::stream::iter(wanted)
+        .map(|pod| create_pod(job, ctx, ns, pod))
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+async fn create_pod(job: &TrainingJob, ctx: &Context, ns: &str, pod: Pod) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
     };
-    for pod in wanted.filter(|pod| absent.contains(&pod.name_any())) {
-        match pods.create(&params, &pod).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                let message = format!("pod {} exists and is not the job's: left alone", pod.name_any());
-                ctx.publish(job, &note(true, "OwnershipConflict", "Create", &message))
-                    .await;
-            }
-            Err(source) => {
-                let name = pod.name_any();
-                return Err(Error::Apply {
-                    kind: "Pod",
-                    name,
-                    source,
-                });
-            }
+    match pods.create(&params, &pod).await {
+        Ok(created) => ctx.expectations.created(job, &created),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let message = format!("pod {} exists and is not the job's: left alone", pod.name_any());
+            ctx.publish(job, &note(true, "OwnershipConflict", "Create", &message))
+                .await;
+        }
+        Err(source) => {
+            let name = pod.name_any();
+            return Err(Error::Apply {
+                kind: "Pod",
+                name,
+                source,
+            });
         }
     }
     Ok(())

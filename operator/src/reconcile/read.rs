@@ -1,26 +1,36 @@
 //! The read step: the job's fresh status, its pods and the health of their nodes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::ListParams;
 use kube::{Api, Resource, ResourceExt};
 
 use super::Error;
 use super::decide::Seen;
-use crate::children::{self, JOB_LABEL, external_endpoint};
+use crate::caches::Caches;
+use crate::children::{self, external_endpoint};
 use crate::controller::Context;
 use crate::crd::TrainingJob;
 use crate::observe::{NodeHealth, node_health, observe};
 use crate::policy;
 
-/// What the decide step needs; `None` when the job is being deleted (the garbage collector removes
-/// its pods, and they are not lost workers).
-pub async fn read(job: &TrainingJob, ctx: &Context) -> Result<Option<Seen>, Error> {
+/// What a read found.
+pub enum Read {
+    Seen(Box<Seen>),
+    /// Being deleted (the garbage collector removes its pods; they are not lost workers), or in
+    /// no watched scope.
+    Gone,
+    /// The watch cache does not show the operator's own latest pod changes yet.
+    CacheBehind,
+}
+
+/// What the decide step needs.
+pub async fn read(job: &TrainingJob, ctx: &Context) -> Result<Read, Error> {
     if job.metadata.deletion_timestamp.is_some() {
-        return Ok(None);
+        return Ok(Read::Gone);
     }
     let ns = job.namespace().ok_or(Error::NoNamespace)?;
     let jobs: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), &ns);
@@ -31,23 +41,27 @@ pub async fn read(job: &TrainingJob, ctx: &Context) -> Result<Option<Seen>, Erro
         .await
         .map_err(Error::ReadStatus)?;
     if fresh.metadata.deletion_timestamp.is_some() {
-        return Ok(None);
+        return Ok(Read::Gone);
     }
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let selector = format!("{JOB_LABEL}={}", job.name_any());
-    let listed = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::Observe)?
-        .items;
+    let Some(caches) = ctx.caches_of(job) else {
+        return Ok(Read::Gone);
+    };
+    caches.ready().await;
+    let cached = caches.pods_of(job);
+    // The cache may not show this operator's own latest creations and deletions yet: a pod it
+    // just created would look missing, that is lost. Wait for the watch to catch up.
+    if !ctx.expectations.met(job, &cached) {
+        return Ok(Read::CacheBehind);
+    }
     // Labels can be copied by anyone who may create pods here: only the job's own pods count.
-    let (pods, labelled): (Vec<Pod>, Vec<Pod>) = listed.into_iter().partition(|p| owned_by(job, p));
+    let (pods, labelled): (Vec<Arc<Pod>>, Vec<Arc<Pod>>) =
+        cached.into_iter().partition(|p| owned_by(job, &**p));
     let mut foreign: BTreeSet<String> = labelled.iter().map(|p| format!("Pod {}", p.name_any())).collect();
     foreign.extend(foreign_shared_objects(job, ctx, &ns).await?);
-    let nodes = node_health_of(ctx, &pods).await?;
     let now = Timestamp::now();
+    let nodes = node_health_of(caches, &pods, now);
     let observed = observe(job.spec.workers, &pods, &nodes, now, ctx.settings.node_grace);
-    Ok(Some(Seen {
+    Ok(Read::Seen(Box::new(Seen {
         status: fresh.status.unwrap_or_default(),
         observed,
         external_server: external_endpoint(job, ctx.settings.allow_server_endpoint_annotation),
@@ -55,7 +69,7 @@ pub async fn read(job: &TrainingJob, ctx: &Context) -> Result<Option<Seen>, Erro
         resource_version: fresh.metadata.resource_version.clone(),
         foreign,
         now,
-    }))
+    })))
 }
 
 /// Whether `object` is controlled by `job` (its controller owner reference has the job's UID).
@@ -93,15 +107,13 @@ async fn foreign_shared_objects(job: &TrainingJob, ctx: &Context, ns: &str) -> R
     Ok(foreign)
 }
 
-/// The health of every node the pods run on.
-async fn node_health_of(ctx: &Context, pods: &[Pod]) -> Result<BTreeMap<String, NodeHealth>, Error> {
-    let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let mut health = BTreeMap::new();
-    for name in pods.iter().filter_map(|p| p.spec.as_ref()?.node_name.clone()) {
-        if let std::collections::btree_map::Entry::Vacant(slot) = health.entry(name) {
-            let node = nodes.get_opt(slot.key()).await.map_err(Error::Observe)?;
-            slot.insert(node_health(node.as_ref(), Timestamp::now()));
-        }
-    }
-    Ok(health)
+/// The health of every node the pods run on, from the node cache.
+fn node_health_of(caches: &Caches, pods: &[Arc<Pod>], now: Timestamp) -> BTreeMap<String, NodeHealth> {
+    pods.iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .map(|name| {
+            let health = node_health(caches.node(&name).as_deref(), now);
+            (name, health)
+        })
+        .collect()
 }
