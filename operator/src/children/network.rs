@@ -136,3 +136,26 @@ fn selector(labels: BTreeMap<String, String>) -> LabelSelector {
         ..LabelSelector::default()
     }
 }
+
+/// Whether `existing` is `wanted` as far as the operator sets it (the apiserver adds defaults:
+/// clusterIP, protocol, session affinity and more).
+pub fn same_service(existing: &Service, wanted: &Service) -> bool {
+    let ports = |s: &Service| {
+        let spec = s.spec.as_ref();
+        let ports = spec.and_then(|s| s.ports.as_ref());
+        let ports: Vec<_> = ports
+            .iter()
+            .flat_map(|ps| ps.iter())
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.port,
+                    p.target_port.clone(),
+                    p.app_protocol.clone(),
+                )
+            })
+            .collect();
+        (spec.and_then(|s| s.selector.clone()), ports)
+    };
+    ports(existing) == ports(wanted)
+}

@@ -24,6 +24,8 @@ pub struct Seen {
     /// Objects with the job's names or labels that the job does not own ("Kind name"): never
     /// taken over, reported instead.
     pub foreign: BTreeSet<String>,
+    /// The job's own Service and NetworkPolicies that are already as wanted ("Kind name").
+    pub current: BTreeSet<String>,
     /// The job's resourceVersion as read: status is written only over it.
     pub resource_version: Option<String>,
     pub now: Timestamp,
@@ -68,6 +70,8 @@ pub struct Actions {
     /// these absent pods.
     pub apply_children: bool,
     pub foreign: BTreeSet<String>,
+    /// Already as wanted: not applied again.
+    pub current: BTreeSet<String>,
     pub create_pods: BTreeSet<String>,
     /// ttlSecondsAfterFinished has run out.
     pub delete_job: bool,

@@ -49,7 +49,7 @@ pub async fn apply(
         delete_pod(job, ctx, &ns, pod, *how).await?;
     }
     if actions.apply_children {
-        apply_shared(job, ctx, &ns, &actions.foreign).await?;
+        apply_shared(job, ctx, &ns, &actions.foreign, &actions.current).await?;
         create_pods(job, ctx, &ns, &actions.create_pods).await?;
     }
     if actions.delete_job {
@@ -128,28 +128,32 @@ where
     }
 }
 
-/// The NetworkPolicies (when enabled) and the Service, every pass, except `foreign` ones (the
-/// read step found them owned by someone else: never taken over).
+/// The NetworkPolicies (when enabled) and the Service, except `foreign` ones (the read step found
+/// them owned by someone else: never taken over) and `current` ones (already as wanted).
 async fn apply_shared(
     job: &TrainingJob,
     ctx: &Context,
     ns: &str,
     foreign: &BTreeSet<String>,
+    current: &BTreeSet<String>,
 ) -> Result<(), Error> {
-    let ours = |kind: &str, name: String| !foreign.contains(&format!("{kind} {name}"));
+    let due = |kind: &str, name: String| {
+        let key = format!("{kind} {name}");
+        !foreign.contains(&key) && !current.contains(&key)
+    };
     if ctx.settings.network_policies {
         let operator_ns = ctx.settings.operator_namespace.as_deref();
         for policy in [
             children::network_policy(job, operator_ns),
             children::worker_network_policy(job),
         ] {
-            if ours("NetworkPolicy", policy.name_any()) {
+            if due("NetworkPolicy", policy.name_any()) {
                 server_side_apply::<NetworkPolicy>(ctx, ns, &policy, "NetworkPolicy").await?;
             }
         }
     }
     let service = children::service(job);
-    if ours("Service", service.name_any()) {
+    if due("Service", service.name_any()) {
         server_side_apply::<Service>(ctx, ns, &service, "Service").await?;
     }
     Ok(())

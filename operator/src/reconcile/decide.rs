@@ -250,6 +250,7 @@ fn train(
         delete_pods,
         apply_children: true,
         foreign: seen.foreign.clone(),
+        current: seen.current.clone(),
         create_pods,
         delete_job: false,
         repaired,

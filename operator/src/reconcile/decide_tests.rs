@@ -46,6 +46,7 @@ pub(super) fn seen(status: &TrainingJobStatus, workers: [WorkerState; 8], server
         external_server: None,
         policy_violation: None,
         foreign: BTreeSet::new(),
+        current: BTreeSet::new(),
         resource_version: None,
         now: at(100),
     }

@@ -57,7 +57,8 @@ pub async fn read(job: &TrainingJob, ctx: &Context) -> Result<Read, Error> {
     let (pods, labelled): (Vec<Arc<Pod>>, Vec<Arc<Pod>>) =
         cached.into_iter().partition(|p| owned_by(job, &**p));
     let mut foreign: BTreeSet<String> = labelled.iter().map(|p| format!("Pod {}", p.name_any())).collect();
-    foreign.extend(foreign_shared_objects(job, ctx, &ns).await?);
+    let (foreign_shared, current) = shared_objects(job, ctx, &ns).await?;
+    foreign.extend(foreign_shared);
     let now = Timestamp::now();
     let nodes = node_health_of(caches, &pods, now);
     let observed = observe(job.spec.workers, &pods, &nodes, now, ctx.settings.node_grace);
@@ -68,6 +69,7 @@ pub async fn read(job: &TrainingJob, ctx: &Context) -> Result<Read, Error> {
         policy_violation: policy::check(job, &ctx.settings.pod_policy).err(),
         resource_version: fresh.metadata.resource_version.clone(),
         foreign,
+        current: current.into_iter().collect(),
         now,
     })))
 }
@@ -83,28 +85,37 @@ fn owned_by<K: Resource>(job: &TrainingJob, object: &K) -> bool {
         .any(|r| r.controller == Some(true) && Some(r.uid.as_str()) == uid)
 }
 
-/// The Service and NetworkPolicies that carry the job's names but belong to someone else: the
-/// operator never takes them over.
-async fn foreign_shared_objects(job: &TrainingJob, ctx: &Context, ns: &str) -> Result<Vec<String>, Error> {
-    let mut foreign = Vec::new();
+/// The Service and NetworkPolicies with the job's names: those that belong to someone else (never
+/// taken over) and those of the job's own that are already as wanted (not applied again), each
+/// as "Kind name".
+async fn shared_objects(
+    job: &TrainingJob,
+    ctx: &Context,
+    ns: &str,
+) -> Result<(Vec<String>, Vec<String>), Error> {
+    let (mut foreign, mut current) = (Vec::new(), Vec::new());
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-    let name = children::server_name(job);
-    let service = services.get_opt(&name).await.map_err(Error::Observe)?;
-    if service.is_some_and(|s| !owned_by(job, &s)) {
-        foreign.push(format!("Service {name}"));
+    let wanted = children::service(job);
+    let name = wanted.name_any();
+    match services.get_opt(&name).await.map_err(Error::Observe)? {
+        Some(s) if !owned_by(job, &s) => foreign.push(format!("Service {name}")),
+        Some(s) if children::same_service(&s, &wanted) => current.push(format!("Service {name}")),
+        _ => {}
     }
     let policies: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), ns);
-    for policy in [
-        children::network_policy(job, None),
+    let operator_ns = ctx.settings.operator_namespace.as_deref();
+    for wanted in [
+        children::network_policy(job, operator_ns),
         children::worker_network_policy(job),
     ] {
-        let name = policy.name_any();
-        let existing = policies.get_opt(&name).await.map_err(Error::Observe)?;
-        if existing.is_some_and(|p| !owned_by(job, &p)) {
-            foreign.push(format!("NetworkPolicy {name}"));
+        let name = wanted.name_any();
+        match policies.get_opt(&name).await.map_err(Error::Observe)? {
+            Some(p) if !owned_by(job, &p) => foreign.push(format!("NetworkPolicy {name}")),
+            Some(p) if p.spec == wanted.spec => current.push(format!("NetworkPolicy {name}")),
+            _ => {}
         }
     }
-    Ok(foreign)
+    Ok((foreign, current))
 }
 
 /// The health of every node the pods run on, from the node cache.
