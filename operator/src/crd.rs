@@ -260,6 +260,10 @@ pub struct TrainingJobStatus {
     /// Ready workers out of n, as shown by `kubectl get tj` (for example `7/8`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers_ready: Option<String>,
+    /// While the operator creates a big job's pods in batches: how many exist so far (for
+    /// example `512/1001`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods_created: Option<String>,
     /// Worker counts.
     #[serde(default)]
     pub workers: WorkerCounts,

@@ -5,25 +5,20 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::Error;
+use super::create;
 use super::decide::{Actions, Deletion};
-use super::notes::note;
 use crate::children::{self, FIELD_MANAGER};
 use crate::controller::Context;
 use crate::crd::{TrainingJob, TrainingJobStatus};
-
-/// Pod creations in flight at once: a 1,000-worker job is created in parallel, not one request
-/// after another, without flooding the apiserver.
-const CREATE_CONCURRENCY: usize = 32;
 
 pub async fn apply(
     job: &TrainingJob,
@@ -50,11 +45,37 @@ pub async fn apply(
     }
     if actions.apply_children {
         apply_shared(job, ctx, &ns, &actions.foreign, &actions.current).await?;
-        create_pods(job, ctx, &ns, &actions.create_pods).await?;
+        create_in_batches(job, ctx, &ns, actions, version).await?;
     }
     if actions.delete_job {
         let jobs: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), &ns);
         delete(&jobs, &job.name_any(), &DeleteParams::background(), "TrainingJob").await?;
+    }
+    Ok(())
+}
+
+/// Creates the absent pods batch by batch; while more batches follow, status says how far it got.
+async fn create_in_batches(
+    job: &TrainingJob,
+    ctx: &Context,
+    ns: &str,
+    actions: &Actions,
+    version: &mut Option<String>,
+) -> Result<(), Error> {
+    let batches = create::batches(job, &actions.create_pods);
+    let total: usize = batches.iter().map(Vec::len).sum();
+    let mut done = 0;
+    for batch in &batches {
+        create::create_batch(job, ctx, ns, batch).await?;
+        done += batch.len();
+        if let Some(status) = actions.status.as_ref().filter(|_| batches.len() > 1) {
+            let progress = (done < total).then(|| format!("{done}/{total}"));
+            let status = TrainingJobStatus {
+                pods_created: progress,
+                ..status.clone()
+            };
+            write_status(job, ctx, ns, &status, version).await?;
+        }
     }
     Ok(())
 }
@@ -155,52 +176,6 @@ async fn apply_shared(
     let service = children::service(job);
     if due("Service", service.name_any()) {
         server_side_apply::<Service>(ctx, ns, &service, "Service").await?;
-    }
-    Ok(())
-}
-
-/// Creates the `absent` pods. Created, not applied: a pod of the same name that is not the
-/// job's (it appeared since the read) is reported, never taken over.
-async fn create_pods(
-    job: &TrainingJob,
-    ctx: &Context,
-    ns: &str,
-    absent: &BTreeSet<String>,
-) -> Result<(), Error> {
-    let images = &ctx.settings.images;
-    // Built lazily: a 4,096-worker job's pods need not all exist in memory at once.
-    let wanted = std::iter::once(children::server_pod(job, images))
-        .chain((0..job.spec.workers).map(|w| children::worker_pod(job, w, images)))
-        .filter(|pod| absent.contains(&pod.name_any()));
-    let results: Vec<Result<(), Error>> = futures::stream::iter(wanted)
-        .map(|pod| create_pod(job, ctx, ns, pod))
-        .buffer_unordered(CREATE_CONCURRENCY)
-        .collect()
-        .await;
-    results.into_iter().collect()
-}
-
-async fn create_pod(job: &TrainingJob, ctx: &Context, ns: &str, pod: Pod) -> Result<(), Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PostParams::default()
-    };
-    match pods.create(&params, &pod).await {
-        Ok(created) => ctx.expectations.created(job, &created),
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            let message = format!("pod {} exists and is not the job's: left alone", pod.name_any());
-            ctx.publish(job, &note(true, "OwnershipConflict", "Create", &message))
-                .await;
-        }
-        Err(source) => {
-            let name = pod.name_any();
-            return Err(Error::Apply {
-                kind: "Pod",
-                name,
-                source,
-            });
-        }
     }
     Ok(())
 }

@@ -13,6 +13,7 @@
 
 mod actions;
 mod apply;
+mod create;
 pub mod decide;
 #[cfg(test)]
 mod decide_tests;

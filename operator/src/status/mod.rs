@@ -98,6 +98,8 @@ pub fn running(job: &TrainingJob, previous: &TrainingJobStatus, facts: &Facts) -
             .or_else(|| finished.then(|| facts.now.to_string())),
         server_restarts: previous.server_restarts,
         replaced_faulty: previous.replaced_faulty.clone(),
+        // Written only while a batched creation is under way.
+        pods_created: None,
         start_time: previous.start_time.clone(),
         replacements: previous.replacements.clone(),
         layout: Some(LayoutState {

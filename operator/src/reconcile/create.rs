@@ -1,0 +1,84 @@
+//! Creating a job's absent pods: in parallel (a 1,000-worker job is not created one request after
+//! another), in batches with the progress in status, and never over a pod that is not the job's.
+
+use std::collections::BTreeSet;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::PostParams;
+use kube::{Api, ResourceExt};
+
+use super::Error;
+use super::notes::note;
+use crate::children::{self, FIELD_MANAGER};
+use crate::controller::Context;
+use crate::crd::TrainingJob;
+
+/// Pods per batch: status shows the progress after each.
+pub const BATCH: usize = 256;
+/// Creations in flight at once, without flooding the apiserver.
+const CONCURRENCY: usize = 32;
+
+/// One of the job's pods: the server (None) or worker w.
+pub type Member = Option<u32>;
+
+/// The absent pods, server first, in batches.
+pub fn batches(job: &TrainingJob, absent: &BTreeSet<String>) -> Vec<Vec<Member>> {
+    let members: Vec<Member> = std::iter::once(None)
+        .chain((0..job.spec.workers).map(Some))
+        .filter(|m| absent.contains(&name(job, *m)))
+        .collect();
+    members.chunks(BATCH).map(<[Member]>::to_vec).collect()
+}
+
+fn name(job: &TrainingJob, member: Member) -> String {
+    match member {
+        None => children::server_name(job),
+        Some(w) => children::worker_name(job, w),
+    }
+}
+
+/// Creates one batch, its pods built only now.
+pub async fn create_batch(job: &TrainingJob, ctx: &Context, ns: &str, batch: &[Member]) -> Result<(), Error> {
+    let images = &ctx.settings.images;
+    let pods: Vec<Pod> = batch
+        .iter()
+        .map(|member| match member {
+            None => children::server_pod(job, images),
+            Some(w) => children::worker_pod(job, *w, images),
+        })
+        .collect();
+    let results: Vec<Result<(), Error>> = futures::stream::iter(pods)
+        .map(|pod| create_pod(job, ctx, ns, pod))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Created, not applied: a pod of the same name that is not the job's (it appeared since the
+/// read) is reported, never taken over.
+async fn create_pod(job: &TrainingJob, ctx: &Context, ns: &str, pod: Pod) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match pods.create(&params, &pod).await {
+        Ok(created) => ctx.expectations.created(job, &created),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let message = format!("pod {} exists and is not the job's: left alone", pod.name_any());
+            ctx.publish(job, &note(true, "OwnershipConflict", "Create", &message))
+                .await;
+        }
+        Err(source) => {
+            let name = pod.name_any();
+            return Err(Error::Apply {
+                kind: "Pod",
+                name,
+                source,
+            });
+        }
+    }
+    Ok(())
+}
