@@ -40,6 +40,9 @@ pub enum NodeHealth {
     Gone,
 }
 
+/// The resolution of a condition's lastTransitionTime.
+const TIME_RESOLUTION: Duration = Duration::from_secs(1);
+
 /// Whether pods on a node in `health` are lost at `now`, and if not yet, how long until they are.
 /// Kubernetes itself waits minutes (tolerationSeconds 300) before evicting; a training step waits
 /// for nobody, so anyk gives a node only `grace` to come back.
@@ -48,7 +51,9 @@ pub fn node_lost(health: NodeHealth, now: Timestamp, grace: Duration) -> Result<
         NodeHealth::Ready => Ok(false),
         NodeHealth::Gone => Ok(true),
         NodeHealth::NotReadySince(since) => {
-            let waited = now.duration_since(since).unsigned_abs();
+            // Condition times have whole seconds: the node went NotReady up to a second after
+            // `since`. Counting from the end of that second, the grace never ends early.
+            let waited = now.duration_since(since).unsigned_abs().saturating_sub(TIME_RESOLUTION);
             if waited >= grace {
                 Ok(true)
             } else {
@@ -185,8 +190,9 @@ mod tests {
     fn a_not_ready_node_is_lost_only_after_the_grace() {
         let grace = Duration::from_secs(30);
         let since = NodeHealth::NotReadySince(at(0));
-        assert_eq!(node_lost(since, at(10), grace), Err(Duration::from_secs(20)));
-        assert_eq!(node_lost(since, at(30), grace), Ok(true));
+        assert_eq!(node_lost(since, at(10), grace), Err(Duration::from_secs(21)));
+        assert_eq!(node_lost(since, at(30), grace), Err(Duration::from_secs(1)), "not early");
+        assert_eq!(node_lost(since, at(31), grace), Ok(true));
         assert_eq!(node_lost(NodeHealth::Ready, at(99), grace), Ok(false));
         assert_eq!(node_lost(NodeHealth::Gone, at(0), grace), Ok(true));
     }

@@ -76,7 +76,7 @@ impl Error {
 }
 
 /// How soon to look again when the watch cache has not caught up with the last pass.
-const CACHE_BEHIND_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+const CACHE_BEHIND_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// One pass over a job.
 pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action, Error> {
