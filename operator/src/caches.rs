@@ -15,6 +15,7 @@ use kube::{Api, Client, ResourceExt};
 
 use crate::children::JOB_LABEL;
 use crate::crd::TrainingJob;
+use crate::expectations::Expectations;
 
 /// The caches of one watch scope (all namespaces, or one).
 #[derive(Clone)]
@@ -32,7 +33,11 @@ pub struct Watches {
 
 /// Starts the caches of a scope: the pods carrying the job label (trimmed to what a pass reads,
 /// so a cached pod costs a few hundred bytes) and every node (trimmed to its conditions).
-pub fn start(client: Client, namespace: Option<String>) -> (Caches, Watches) {
+pub fn start(
+    client: Client,
+    namespace: Option<String>,
+    expectations: Arc<Expectations>,
+) -> (Caches, Watches) {
     let pods_api: Api<Pod> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -43,7 +48,10 @@ pub fn start(client: Client, namespace: Option<String>) -> (Caches, Watches) {
         .modify(trim_pod)
         .reflect(pods_writer)
         .touched_objects()
-        .predicate_filter(pod_state, Default::default());
+        .predicate_filter(pod_state, Default::default())
+        // The echo of the operator's own creation or deletion wakes nobody: the pass that made
+        // it already decided with it in mind.
+        .filter(move |pod| std::future::ready(!pod.as_ref().is_ok_and(|p| expectations.echoes(p))));
     let (nodes, nodes_writer) = reflector::store();
     let node_watch = watcher(Api::<Node>::all(client), watcher::Config::default())
         .default_backoff()

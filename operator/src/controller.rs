@@ -8,9 +8,10 @@ use std::time::Duration;
 use anyk_core::Layout;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kube::runtime::Controller;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector;
+use kube::runtime::{Controller, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::caches::{self, Caches};
@@ -35,11 +36,17 @@ pub struct Context {
     /// The watch caches of pods and nodes, one per watched scope.
     pub caches: Vec<Caches>,
     /// Pod changes of this operator that the caches do not show yet.
-    pub expectations: Expectations,
+    pub expectations: Arc<Expectations>,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, caches: Vec<Caches>) -> Self {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        caches: Vec<Caches>,
+        expectations: Arc<Expectations>,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: std::env::var("HOSTNAME").ok(),
@@ -52,7 +59,7 @@ impl Context {
             channels: Channels::default(),
             backoff: Backoff::default(),
             caches,
-            expectations: Expectations::default(),
+            expectations,
         }
     }
 
@@ -160,17 +167,32 @@ pub async fn run(client: Client, settings: Settings, namespaces: Vec<String>, me
     } else {
         namespaces.into_iter().map(Some).collect()
     };
+    let expectations = Arc::new(Expectations::default());
     let (caches, watches): (Vec<Caches>, Vec<_>) = scopes
         .into_iter()
-        .map(|ns| caches::start(client.clone(), ns))
+        .map(|ns| caches::start(client.clone(), ns, expectations.clone()))
         .unzip();
-    let ctx = Arc::new(Context::new(client.clone(), settings, metrics, caches.clone()));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        settings,
+        metrics,
+        caches.clone(),
+        expectations,
+    ));
     let controllers = caches.into_iter().zip(watches).map(|(cache, watches)| {
         let jobs: Api<TrainingJob> = match &cache.namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
-        Controller::new(jobs, Default::default())
+        // Spec changes (a new generation) wake a job; its own status writes do not: the pass that
+        // wrote them already acted, and waking again for each would double the passes.
+        let (jobs_cache, jobs_writer) = reflector::store();
+        let job_changes = watcher(jobs, watcher::Config::default())
+            .default_backoff()
+            .reflect(jobs_writer)
+            .applied_objects()
+            .predicate_filter(predicates::generation, Default::default());
+        Controller::for_stream(job_changes, jobs_cache)
             .with_config(ControllerConfig::default().debounce(DEBOUNCE))
             .owns_stream(watches.pods)
             .watches_stream(watches.nodes, move |node: Node| cache.jobs_on(&node))

@@ -36,6 +36,13 @@ impl Expectations {
     }
 
     pub fn deleted(&self, job: &TrainingJob, pod: &Pod) {
+        if let Some(uid) = &pod.metadata.uid {
+            // A pod deleted before the cache showed its creation never will show it.
+            let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(pending) = all.get_mut(&key(job)) {
+                pending.retain(|(change, _)| change != &Change::Created(uid.clone()));
+            }
+        }
         self.expect(job, pod.metadata.uid.clone().map(Change::Deleted));
     }
 
@@ -44,6 +51,24 @@ impl Expectations {
             let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
             all.entry(key(job)).or_default().push((change, Instant::now()));
         }
+    }
+
+    /// Whether a watch event about `pod` only echoes a change this operator made and still
+    /// expects (a pod it created, not yet running; a pod it deleted): it needs no pass of its own.
+    pub fn echoes(&self, pod: &Pod) -> bool {
+        let Some(uid) = pod.metadata.uid.as_deref() else {
+            return false;
+        };
+        let fresh = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .is_none_or(|p| p == "Pending");
+        let all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        all.values().flatten().any(|(change, _)| match change {
+            Change::Created(created) => created == uid && fresh && pod.metadata.deletion_timestamp.is_none(),
+            Change::Deleted(deleted) => deleted == uid,
+        })
     }
 
     /// Whether `cached` (the job's pods in the cache) shows every change made for `job`;
@@ -64,7 +89,13 @@ impl Expectations {
                 .any(|p| p.metadata.uid.as_deref() == Some(uid.as_str())),
             Change::Deleted(uid) => !live(uid),
         };
-        pending.retain(|(change, at)| !shown(change) && at.elapsed() < PATIENCE);
+        pending.retain(|(change, at)| {
+            let waiting = !shown(change);
+            if waiting && at.elapsed() >= PATIENCE {
+                tracing::warn!(job = %key(job), ?change, "the watch cache never showed this change; deciding without it");
+            }
+            waiting && at.elapsed() < PATIENCE
+        });
         let met = pending.is_empty();
         if met {
             all.remove(&key(job));
@@ -105,5 +136,9 @@ mod tests {
         );
         assert!(expectations.met(&job, &[pod("new", false)]));
         assert!(expectations.met(&job, &[]), "forgotten once met");
+        // Created, then deleted before the cache showed it: nothing left to wait for.
+        expectations.created(&job, &pod("brief", false));
+        expectations.deleted(&job, &pod("brief", false));
+        assert!(expectations.met(&job, &[]));
     }
 }

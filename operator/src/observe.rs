@@ -53,7 +53,10 @@ pub fn node_lost(health: NodeHealth, now: Timestamp, grace: Duration) -> Result<
         NodeHealth::NotReadySince(since) => {
             // Condition times have whole seconds: the node went NotReady up to a second after
             // `since`. Counting from the end of that second, the grace never ends early.
-            let waited = now.duration_since(since).unsigned_abs().saturating_sub(TIME_RESOLUTION);
+            let waited = now
+                .duration_since(since)
+                .unsigned_abs()
+                .saturating_sub(TIME_RESOLUTION);
             if waited >= grace {
                 Ok(true)
             } else {
@@ -191,7 +194,11 @@ mod tests {
         let grace = Duration::from_secs(30);
         let since = NodeHealth::NotReadySince(at(0));
         assert_eq!(node_lost(since, at(10), grace), Err(Duration::from_secs(21)));
-        assert_eq!(node_lost(since, at(30), grace), Err(Duration::from_secs(1)), "not early");
+        assert_eq!(
+            node_lost(since, at(30), grace),
+            Err(Duration::from_secs(1)),
+            "not early"
+        );
         assert_eq!(node_lost(since, at(31), grace), Ok(true));
         assert_eq!(node_lost(NodeHealth::Ready, at(99), grace), Ok(false));
         assert_eq!(node_lost(NodeHealth::Gone, at(0), grace), Ok(true));

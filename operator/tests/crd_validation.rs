@@ -8,7 +8,9 @@
 
 mod common;
 
-use anyk_operator::crd::{LayoutState, MAX_BLOCK_COPIES, Repair, TrainingJob, TrainingJobStatus};
+use anyk_operator::crd::{
+    LayoutState, MAX_BLOCK_COPIES, PodReplacement, Repair, TrainingJob, TrainingJobStatus,
+};
 use anyk_testkit::{TestNamespace, merge_json, training_job};
 use common::install_crd;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -196,10 +198,10 @@ async fn the_largest_allowed_job_is_accepted_and_its_worst_status_fits_in_etcd()
         .await
         .expect("16384 blocks x 8 copies");
     let wide =
-        json!({ "dataset": { "blocks": 65536 }, "replication": 2, "workers": 1024, "targetWorkers": 1023 });
+        json!({ "dataset": { "blocks": 65536 }, "replication": 2, "workers": 4096, "targetWorkers": 4095 });
     create(&ns, job("wide", wide))
         .await
-        .expect("65536 blocks x 2 copies on 1024 workers");
+        .expect("65536 blocks x 2 copies on 4096 workers");
 
     let params = PatchParams::default();
     let status = worst_status(65536, 2);
@@ -222,10 +224,20 @@ async fn the_largest_allowed_job_is_accepted_and_its_worst_status_fits_in_etcd()
     ns.cleanup().await;
 }
 
-/// A status for m blocks of r copies as large as n <= 1024 workers can make it.
+/// A status for m blocks of r copies as large as n <= 4096 workers can make it, with the longest
+/// replacement history the largest backoffLimit (1000) allows.
 fn worst_status(blocks: u32, replication: u32) -> TrainingJobStatus {
     let holders = (0..blocks)
-        .map(|_| (1024 - replication..1024).collect())
+        .map(|_| (4096 - replication..4096).collect())
+        .collect();
+    let replacements = (0..1001)
+        .map(|i| PodReplacement {
+            pod: format!(
+                "a-job-name-of-sixty-three-characters-is-rare-but-allowed-worker-{}",
+                4095 - i
+            ),
+            time: "2026-01-01T00:00:00Z".into(),
+        })
         .collect();
     let condition = |type_: &str| Condition {
         type_: type_.into(),
@@ -243,15 +255,16 @@ fn worst_status(blocks: u32, replication: u32) -> TrainingJobStatus {
         under_replicated_blocks: (0..blocks).collect(),
         last_repair: Some(Repair {
             epoch: 1_000_000,
-            lost_workers: (0..1024).collect(),
+            lost_workers: (0..4096).collect(),
             moved_blocks: blocks * replication,
             time: "2026-01-01T00:00:00Z".into(),
         }),
         layout: Some(LayoutState {
             epoch: 1_000_000,
             holders,
-            members: (0..1024).collect(),
+            members: (0..4096).collect(),
         }),
+        replacements,
         ..TrainingJobStatus::default()
     }
 }

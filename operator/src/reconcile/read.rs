@@ -32,6 +32,16 @@ pub async fn read(job: &TrainingJob, ctx: &Context) -> Result<Read, Error> {
     if job.metadata.deletion_timestamp.is_some() {
         return Ok(Read::Gone);
     }
+    let Some(caches) = ctx.caches_of(job) else {
+        return Ok(Read::Gone);
+    };
+    caches.ready().await;
+    let cached = caches.pods_of(job);
+    // The cache may not show this operator's own latest creations and deletions yet: a pod it
+    // just created would look missing, that is lost. Wait for the watch to catch up.
+    if !ctx.expectations.met(job, &cached) {
+        return Ok(Read::CacheBehind);
+    }
     let ns = job.namespace().ok_or(Error::NoNamespace)?;
     let jobs: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), &ns);
     // From the apiserver, not the watch cache: the cache may not have seen our own last write
@@ -42,16 +52,6 @@ pub async fn read(job: &TrainingJob, ctx: &Context) -> Result<Read, Error> {
         .map_err(Error::ReadStatus)?;
     if fresh.metadata.deletion_timestamp.is_some() {
         return Ok(Read::Gone);
-    }
-    let Some(caches) = ctx.caches_of(job) else {
-        return Ok(Read::Gone);
-    };
-    caches.ready().await;
-    let cached = caches.pods_of(job);
-    // The cache may not show this operator's own latest creations and deletions yet: a pod it
-    // just created would look missing, that is lost. Wait for the watch to catch up.
-    if !ctx.expectations.met(job, &cached) {
-        return Ok(Read::CacheBehind);
     }
     // Labels can be copied by anyone who may create pods here: only the job's own pods count.
     let (pods, labelled): (Vec<Arc<Pod>>, Vec<Arc<Pod>>) =
