@@ -2,7 +2,8 @@
 //! cache before the watch delivered a pod the previous pass created would see that pod missing,
 //! and a missing pod of a running job is a lost worker: a false repair. So each created or
 //! deleted pod is remembered until the cache shows it (or for at most `PATIENCE`, in case the
-//! watch never will: a pod deleted by someone else before the watch saw it).
+//! watch never will: a pod deleted by someone else before the watch saw it), and the read step
+//! lays what the cache does not show yet over what it does.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,10 +18,19 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq)]
 enum Change {
-    /// A pod with this UID must show up.
-    Created(String),
+    /// A pod with this UID (and name) must show up.
+    Created(String, String),
     /// The pod with this UID must go, or be terminating.
     Deleted(String),
+}
+
+/// What the cache does not show yet of the operator's own changes to a job's pods.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Unshown {
+    /// Pods created but not in the cache yet (by name): they exist, starting.
+    pub created: Vec<String>,
+    /// Pods deleted but still live in the cache (by UID): they are going.
+    pub deleted: Vec<String>,
 }
 
 #[derive(Default)]
@@ -32,7 +42,12 @@ fn key(job: &TrainingJob) -> String {
 
 impl Expectations {
     pub fn created(&self, job: &TrainingJob, pod: &Pod) {
-        self.expect(job, pod.metadata.uid.clone().map(Change::Created));
+        let change = pod
+            .metadata
+            .uid
+            .clone()
+            .map(|uid| Change::Created(uid, pod.name_any()));
+        self.expect(job, change);
     }
 
     pub fn deleted(&self, job: &TrainingJob, pod: &Pod) {
@@ -40,7 +55,8 @@ impl Expectations {
             // A pod deleted before the cache showed its creation never will show it.
             let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(pending) = all.get_mut(&key(job)) {
-                pending.retain(|(change, _)| change != &Change::Created(uid.clone()));
+                pending
+                    .retain(|(change, _)| !matches!(change, Change::Created(created, _) if created == uid));
             }
         }
         self.expect(job, pod.metadata.uid.clone().map(Change::Deleted));
@@ -66,41 +82,47 @@ impl Expectations {
             .is_none_or(|p| p == "Pending");
         let all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         all.values().flatten().any(|(change, _)| match change {
-            Change::Created(created) => created == uid && fresh && pod.metadata.deletion_timestamp.is_none(),
+            Change::Created(created, _) => {
+                created == uid && fresh && pod.metadata.deletion_timestamp.is_none()
+            }
             Change::Deleted(deleted) => deleted == uid,
         })
     }
 
-    /// Whether `cached` (the job's pods in the cache) shows every change made for `job`;
-    /// forgets the ones it shows.
-    pub fn met(&self, job: &TrainingJob, cached: &[Arc<Pod>]) -> bool {
+    /// What `cached` (the job's pods in the cache) does not show yet of the changes made for
+    /// `job`; forgets the changes it shows, and those older than `PATIENCE`.
+    pub fn unshown(&self, job: &TrainingJob, cached: &[Arc<Pod>]) -> Unshown {
         let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(pending) = all.get_mut(&key(job)) else {
-            return true;
+            return Unshown::default();
         };
+        let has = |uid: &str| cached.iter().any(|p| p.metadata.uid.as_deref() == Some(uid));
         let live = |uid: &str| {
             cached
                 .iter()
                 .any(|p| p.metadata.uid.as_deref() == Some(uid) && p.metadata.deletion_timestamp.is_none())
         };
-        let shown = |change: &Change| match change {
-            Change::Created(uid) => cached
-                .iter()
-                .any(|p| p.metadata.uid.as_deref() == Some(uid.as_str())),
-            Change::Deleted(uid) => !live(uid),
-        };
         pending.retain(|(change, at)| {
-            let waiting = !shown(change);
+            let waiting = match change {
+                Change::Created(uid, _) => !has(uid),
+                Change::Deleted(uid) => live(uid),
+            };
             if waiting && at.elapsed() >= PATIENCE {
-                tracing::warn!(job = %key(job), ?change, "the watch cache never showed this change; deciding without it");
+                tracing::warn!(job = %key(job), ?change, "the watch cache never showed this change");
             }
             waiting && at.elapsed() < PATIENCE
         });
-        let met = pending.is_empty();
-        if met {
+        let mut unshown = Unshown::default();
+        for (change, _) in pending.iter() {
+            match change {
+                Change::Created(_, name) => unshown.created.push(name.clone()),
+                Change::Deleted(uid) => unshown.deleted.push(uid.clone()),
+            }
+        }
+        if pending.is_empty() {
             all.remove(&key(job));
         }
-        met
+        unshown
     }
 }
 
@@ -123,22 +145,32 @@ mod tests {
     }
 
     #[test]
-    fn a_pass_waits_until_the_cache_shows_its_own_changes() {
+    fn what_the_cache_does_not_show_yet_is_reported_until_it_does() {
         let job: TrainingJob = training_job("j").namespace("ns").build();
         let expectations = Expectations::default();
-        assert!(expectations.met(&job, &[]));
+        let none = Unshown::default();
+        assert_eq!(expectations.unshown(&job, &[]), none);
         expectations.deleted(&job, &pod("old", false));
         expectations.created(&job, &pod("new", false));
-        assert!(!expectations.met(&job, &[pod("old", false)]), "neither shown");
-        assert!(
-            !expectations.met(&job, &[pod("old", true)]),
-            "the new pod not yet"
+        let both = Unshown {
+            created: vec!["p".into()],
+            deleted: vec!["old".into()],
+        };
+        assert_eq!(
+            expectations.unshown(&job, &[pod("old", false)]),
+            both,
+            "neither shown"
         );
-        assert!(expectations.met(&job, &[pod("new", false)]));
-        assert!(expectations.met(&job, &[]), "forgotten once met");
+        let created_only = Unshown {
+            created: vec!["p".into()],
+            deleted: vec![],
+        };
+        assert_eq!(expectations.unshown(&job, &[pod("old", true)]), created_only);
+        assert_eq!(expectations.unshown(&job, &[pod("new", false)]), none);
+        assert_eq!(expectations.unshown(&job, &[]), none, "forgotten once shown");
         // Created, then deleted before the cache showed it: nothing left to wait for.
         expectations.created(&job, &pod("brief", false));
         expectations.deleted(&job, &pod("brief", false));
-        assert!(expectations.met(&job, &[]));
+        assert_eq!(expectations.unshown(&job, &[]), none);
     }
 }

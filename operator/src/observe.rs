@@ -11,7 +11,9 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use crate::children::{ROLE_LABEL, WORKER_LABEL};
+use crate::children::{self, ROLE_LABEL, WORKER_LABEL};
+use crate::crd::TrainingJob;
+use crate::expectations::Unshown;
 
 /// The job's pods as the reconcile saw them.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,6 +181,38 @@ pub fn observe(
         }
     }
     observed
+}
+
+/// Lays the operator's own pod changes that the watch cache does not show yet over what it does
+/// show: a pod it created is there (starting), a pod it deleted is going.
+pub fn overlay(observed: &mut Observed, job: &TrainingJob, unshown: &Unshown, pods: &[Arc<Pod>]) {
+    for uid in &unshown.deleted {
+        if let Some(pod) = pods
+            .iter()
+            .find(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
+        {
+            let name = pod.name_any();
+            set_state(observed, job, &name, WorkerState::Missing);
+            observed.terminating.insert(name);
+        }
+    }
+    for name in &unshown.created {
+        set_state(observed, job, name, WorkerState::Starting);
+        observed.terminating.remove(name);
+        observed.existing.insert(name.clone());
+    }
+}
+
+fn set_state(observed: &mut Observed, job: &TrainingJob, name: &str, state: WorkerState) {
+    if name == children::server_name(job) {
+        observed.server = state;
+        return;
+    }
+    let prefix = format!("{}-worker-", job.name_any());
+    let worker = name.strip_prefix(&prefix).and_then(|w| w.parse::<usize>().ok());
+    if let Some(slot) = worker.and_then(|w| observed.workers.get_mut(w)) {
+        *slot = state;
+    }
 }
 
 #[cfg(test)]

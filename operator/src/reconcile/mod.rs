@@ -75,9 +75,6 @@ impl Error {
     }
 }
 
-/// How soon to look again when the watch cache has not caught up with the last pass.
-const CACHE_BEHIND_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
-
 /// One pass over a job.
 pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciled();
@@ -85,7 +82,6 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Context>) -> Result<Actio
     let seen = match read::read(&job, &ctx).await? {
         read::Read::Seen(seen) => seen,
         read::Read::Gone => return Ok(Action::await_change()),
-        read::Read::CacheBehind => return Ok(Action::requeue(CACHE_BEHIND_RETRY)),
     };
     let decision = decide::decide(&job, &seen);
     let mut version = seen.resource_version.clone();

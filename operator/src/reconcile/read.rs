@@ -14,7 +14,7 @@ use crate::caches::Caches;
 use crate::children::{self, external_endpoint};
 use crate::controller::Context;
 use crate::crd::TrainingJob;
-use crate::observe::{NodeHealth, node_health, observe};
+use crate::observe::{NodeHealth, node_health, observe, overlay};
 use crate::policy;
 
 /// What a read found.
@@ -23,8 +23,6 @@ pub enum Read {
     /// Being deleted (the garbage collector removes its pods; they are not lost workers), or in
     /// no watched scope.
     Gone,
-    /// The watch cache does not show the operator's own latest pod changes yet.
-    CacheBehind,
 }
 
 /// What the decide step needs.
@@ -38,10 +36,8 @@ pub async fn read(job: &TrainingJob, ctx: &Context) -> Result<Read, Error> {
     caches.ready().await;
     let cached = caches.pods_of(job);
     // The cache may not show this operator's own latest creations and deletions yet: a pod it
-    // just created would look missing, that is lost. Wait for the watch to catch up.
-    if !ctx.expectations.met(job, &cached) {
-        return Ok(Read::CacheBehind);
-    }
+    // just created would look missing, that is lost. What it does not show is laid over it.
+    let unshown = ctx.expectations.unshown(job, &cached);
     let ns = job.namespace().ok_or(Error::NoNamespace)?;
     let jobs: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), &ns);
     // From the apiserver, not the watch cache: the cache may not have seen our own last write
@@ -61,7 +57,8 @@ pub async fn read(job: &TrainingJob, ctx: &Context) -> Result<Read, Error> {
     foreign.extend(foreign_shared);
     let now = Timestamp::now();
     let nodes = node_health_of(caches, &pods, now);
-    let observed = observe(job.spec.workers, &pods, &nodes, now, ctx.settings.node_grace);
+    let mut observed = observe(job.spec.workers, &pods, &nodes, now, ctx.settings.node_grace);
+    overlay(&mut observed, job, &unshown, &pods);
     Ok(Read::Seen(Box::new(Seen {
         status: fresh.status.unwrap_or_default(),
         observed,
