@@ -82,6 +82,14 @@ impl Caches {
             .collect()
     }
 
+    /// The newest resourceVersion among the cached pods: how far the pod watch has come.
+    pub fn pods_progress(&self) -> Option<u64> {
+        let versions = self.pods.state().into_iter();
+        versions
+            .filter_map(|p| p.metadata.resource_version.as_deref()?.parse().ok())
+            .max()
+    }
+
     pub fn node(&self, name: &str) -> Option<Arc<Node>> {
         self.nodes.get(&ObjectRef::new(name))
     }

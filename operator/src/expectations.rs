@@ -18,8 +18,8 @@ const PATIENCE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq)]
 enum Change {
-    /// A pod with this UID (and name) must show up.
-    Created(String, String),
+    /// A pod with this UID (and name, and the resourceVersion of its creation) must show up.
+    Created(String, String, Option<u64>),
     /// The pod with this UID must go, or be terminating.
     Deleted(String),
 }
@@ -42,11 +42,16 @@ fn key(job: &TrainingJob) -> String {
 
 impl Expectations {
     pub fn created(&self, job: &TrainingJob, pod: &Pod) {
+        let version = pod
+            .metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse().ok());
         let change = pod
             .metadata
             .uid
             .clone()
-            .map(|uid| Change::Created(uid, pod.name_any()));
+            .map(|uid| Change::Created(uid, pod.name_any(), version));
         self.expect(job, change);
     }
 
@@ -56,7 +61,7 @@ impl Expectations {
             let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(pending) = all.get_mut(&key(job)) {
                 pending
-                    .retain(|(change, _)| !matches!(change, Change::Created(created, _) if created == uid));
+                    .retain(|(change, _)| !matches!(change, Change::Created(created, ..) if created == uid));
             }
         }
         self.expect(job, pod.metadata.uid.clone().map(Change::Deleted));
@@ -82,7 +87,7 @@ impl Expectations {
             .is_none_or(|p| p == "Pending");
         let all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         all.values().flatten().any(|(change, _)| match change {
-            Change::Created(created, _) => {
+            Change::Created(created, ..) => {
                 created == uid && fresh && pod.metadata.deletion_timestamp.is_none()
             }
             Change::Deleted(deleted) => deleted == uid,
@@ -91,7 +96,10 @@ impl Expectations {
 
     /// What `cached` (the job's pods in the cache) does not show yet of the changes made for
     /// `job`; forgets the changes it shows, and those older than `PATIENCE`.
-    pub fn unshown(&self, job: &TrainingJob, cached: &[Arc<Pod>]) -> Unshown {
+    /// `progress` is the newest resourceVersion the pod cache holds: a pod created at an older
+    /// version and not in the cache was deleted again before the cache could show it (on kwok,
+    /// a fake node finishing the deletion of the pod's same-named predecessor does that).
+    pub fn unshown(&self, job: &TrainingJob, cached: &[Arc<Pod>], progress: Option<u64>) -> Unshown {
         let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(pending) = all.get_mut(&key(job)) else {
             return Unshown::default();
@@ -104,7 +112,9 @@ impl Expectations {
         };
         pending.retain(|(change, at)| {
             let waiting = match change {
-                Change::Created(uid, _) => !has(uid),
+                Change::Created(uid, _, at) => {
+                    !has(uid) && at.zip(progress).is_none_or(|(at, now)| now <= at)
+                }
                 Change::Deleted(uid) => live(uid),
             };
             if waiting && at.elapsed() >= PATIENCE {
@@ -115,7 +125,7 @@ impl Expectations {
         let mut unshown = Unshown::default();
         for (change, _) in pending.iter() {
             match change {
-                Change::Created(_, name) => unshown.created.push(name.clone()),
+                Change::Created(_, name, _) => unshown.created.push(name.clone()),
                 Change::Deleted(uid) => unshown.deleted.push(uid.clone()),
             }
         }
@@ -149,7 +159,7 @@ mod tests {
         let job: TrainingJob = training_job("j").namespace("ns").build();
         let expectations = Expectations::default();
         let none = Unshown::default();
-        assert_eq!(expectations.unshown(&job, &[]), none);
+        assert_eq!(expectations.unshown(&job, &[], None), none);
         expectations.deleted(&job, &pod("old", false));
         expectations.created(&job, &pod("new", false));
         let both = Unshown {
@@ -157,7 +167,7 @@ mod tests {
             deleted: vec!["old".into()],
         };
         assert_eq!(
-            expectations.unshown(&job, &[pod("old", false)]),
+            expectations.unshown(&job, &[pod("old", false)], None),
             both,
             "neither shown"
         );
@@ -165,12 +175,19 @@ mod tests {
             created: vec!["p".into()],
             deleted: vec![],
         };
-        assert_eq!(expectations.unshown(&job, &[pod("old", true)]), created_only);
-        assert_eq!(expectations.unshown(&job, &[pod("new", false)]), none);
-        assert_eq!(expectations.unshown(&job, &[]), none, "forgotten once shown");
+        assert_eq!(
+            expectations.unshown(&job, &[pod("old", true)], None),
+            created_only
+        );
+        assert_eq!(expectations.unshown(&job, &[pod("new", false)], None), none);
+        assert_eq!(
+            expectations.unshown(&job, &[], None),
+            none,
+            "forgotten once shown"
+        );
         // Created, then deleted before the cache showed it: nothing left to wait for.
         expectations.created(&job, &pod("brief", false));
         expectations.deleted(&job, &pod("brief", false));
-        assert_eq!(expectations.unshown(&job, &[]), none);
+        assert_eq!(expectations.unshown(&job, &[], None), none);
     }
 }

@@ -37,7 +37,7 @@ pub async fn read(job: &TrainingJob, ctx: &Context) -> Result<Read, Error> {
     let cached = caches.pods_of(job);
     // The cache may not show this operator's own latest creations and deletions yet: a pod it
     // just created would look missing, that is lost. What it does not show is laid over it.
-    let unshown = ctx.expectations.unshown(job, &cached);
+    let unshown = ctx.expectations.unshown(job, &cached, caches.pods_progress());
     let ns = job.namespace().ok_or(Error::NoNamespace)?;
     let jobs: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), &ns);
     // From the apiserver, not the watch cache: the cache may not have seen our own last write
