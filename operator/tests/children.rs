@@ -76,6 +76,8 @@ fn training_pods_mount_no_token_and_meet_the_restricted_standard() {
         assert_eq!(spec.automount_service_account_token, Some(false));
         let pod_sc = spec.security_context.unwrap();
         assert_eq!(pod_sc.run_as_non_root, Some(true));
+        // The non-root user can write its volumes (a checkpoint claim).
+        assert_eq!(pod_sc.fs_group, Some(65532));
         assert_eq!(pod_sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
         let sc = spec.containers[0].security_context.clone().unwrap();
         assert_eq!(sc.allow_privilege_escalation, Some(false));
@@ -135,7 +137,14 @@ fn the_server_gets_the_training_settings() {
         default_worker.contains("--numerics reproducible"),
         "{default_worker}"
     );
-    let volume = &pod.spec.unwrap().volumes.unwrap()[0];
+    let spec = pod.spec.unwrap();
+    let probe = spec.containers[0].readiness_probe.clone().unwrap();
+    assert_eq!(
+        probe.grpc.map(|g| g.port),
+        Some(50051),
+        "ready by the gRPC health service"
+    );
+    let volume = &spec.volumes.unwrap()[0];
     assert_eq!(
         volume.persistent_volume_claim.as_ref().unwrap().claim_name,
         "ckpt"

@@ -78,9 +78,19 @@ pub async fn serve(
     let control = ControlServer::new(service::ControlService(state.clone()))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
+    // The standard gRPC health service: Kubernetes' native gRPC probe (and any gRPC client) asks
+    // it. The server as a whole ("") and each service are SERVING from the moment it listens.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<TrainingServer<service::TrainingService>>()
+        .await;
+    health
+        .set_serving::<ControlServer<service::ControlService>>()
+        .await;
     tonic::transport::Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .add_service(health_service)
         .add_service(training)
         .add_service(control)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {

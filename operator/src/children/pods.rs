@@ -7,12 +7,11 @@ use anyk_core::Numerics;
 use anyk_core::numerics::REPRODUCIBLE_ENV;
 use anyk_proto::launch::{ModelLaunch, ServerLaunch, WorkerLaunch};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HostPathVolumeSource,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, GRPCAction, HostPathVolumeSource,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
-    SecurityContext, TCPSocketAction, TopologySpreadConstraint, Volume, VolumeMount,
+    SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{Images, Role, SERVER_PORT, labels, metadata, server_name, server_url, worker_name};
 use crate::crd::{PodOverrides, TrainingJob};
@@ -57,11 +56,12 @@ pub fn server_pod(job: &TrainingJob, images: &Images) -> Pod {
             container_port: SERVER_PORT.into(),
             ..ContainerPort::default()
         }]),
-        // Ready once it listens, so the operator's first layout push finds it.
+        // Ready once its gRPC health service answers SERVING (Kubernetes' native gRPC probe), so
+        // the operator's first layout push finds it.
         readiness_probe: Some(Probe {
-            tcp_socket: Some(TCPSocketAction {
-                port: IntOrString::Int(SERVER_PORT.into()),
-                ..TCPSocketAction::default()
+            grpc: Some(GRPCAction {
+                port: SERVER_PORT.into(),
+                service: None,
             }),
             period_seconds: Some(2),
             ..Probe::default()
@@ -188,6 +188,10 @@ fn restricted_pod(
                 run_as_non_root: Some(true),
                 run_as_user: Some(NON_ROOT),
                 run_as_group: Some(NON_ROOT),
+                // Volumes (a checkpoint claim above all) belong to this group, so the non-root
+                // user can write them; only when the root's group differs, not on every start.
+                fs_group: Some(NON_ROOT),
+                fs_group_change_policy: Some("OnRootMismatch".into()),
                 seccomp_profile: Some(runtime_default()),
                 ..PodSecurityContext::default()
             }),

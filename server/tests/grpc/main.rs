@@ -11,6 +11,7 @@ mod aggregation;
 mod bad_input;
 mod checkpoints;
 mod foreign_checkpoints;
+mod health;
 mod layouts;
 
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ const PARAMS: usize = 5;
 const BLOCKS: u32 = 6;
 
 struct Server {
+    channel: Channel,
     training: TrainingClient<Channel>,
     control: ControlClient<Channel>,
     stop: Option<oneshot::Sender<()>>,
@@ -54,6 +56,7 @@ async fn start(store: Option<CheckpointStore>, max_message_bytes: usize) -> Serv
     });
     let channel = anyk_proto::transport::channel(&url).unwrap();
     Server {
+        channel: channel.clone(),
         training: TrainingClient::new(channel.clone()),
         control: ControlClient::new(channel),
         stop: Some(stop),
