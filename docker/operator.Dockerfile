@@ -3,6 +3,8 @@
 # Build from the repository root:
 #   docker build -f docker/operator.Dockerfile -t ghcr.io/anyk-dev/anyk-operator:0.1.0 .
 # protoc comes from the protoc-bin-vendored crate and TLS from rustls: the Rust image suffices.
+# hack/images builds the same contents offline (docker/local/operator.Dockerfile): keep the final
+# stages in step.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src

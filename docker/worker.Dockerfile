@@ -6,10 +6,19 @@
 # libtorch comes from the PyPI torch wheel (as in hack/torch-env), whose default Linux build
 # brings its CUDA libraries (CUDA 13 for torch 2.11: GPU nodes need an NVIDIA driver >= 580 and
 # the NVIDIA container runtime / device plugin). The image is large (about 4-5 GB).
+# A CPU-only image (no CUDA libraries, a fraction of the size) takes PyTorch's CPU wheel:
+#   docker build -f docker/worker.Dockerfile \
+#     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu \
+#     -t ghcr.io/anyk-dev/anyk-worker:0.1.0-cpu .
+# (hack/images builds a CPU image offline from the cached CUDA wheel instead, dropping the CUDA
+# half of libtorch with patchelf: docker/local/worker.Dockerfile.)
 ARG TORCH_VERSION=2.11.0
+# Empty: PyPI (the CUDA build). The CPU index's 2.11.0+cpu satisfies torch==2.11.0.
+ARG TORCH_INDEX_URL=
 
 FROM rust:1.95-bookworm AS build
 ARG TORCH_VERSION
+ARG TORCH_INDEX_URL
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3-venv \
  && rm -rf /var/lib/apt/lists/*
@@ -18,7 +27,8 @@ ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     LIBTORCH_USE_PYTORCH=1
 RUN python3 -m venv /opt/venv \
- && pip install --no-cache-dir --disable-pip-version-check "torch==${TORCH_VERSION}"
+ && pip install --no-cache-dir --disable-pip-version-check \
+      ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==${TORCH_VERSION}"
 WORKDIR /src
 COPY . .
 # worker/build.rs links libtorch without --as-needed, so libtorch_cuda.so stays loaded and the
