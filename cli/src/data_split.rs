@@ -106,8 +106,12 @@ pub fn run(args: &SplitArgs) -> Result<Manifest, SplitError> {
         seed: args.seed,
         source: args.input.display().to_string(),
     };
+    // Written last and renamed into place: a worker waiting for the data set (on a cluster,
+    // beside the split Job) takes a complete manifest as "every block is there".
     let path = args.out.join(MANIFEST_FILE);
-    std::fs::write(&path, manifest.to_json().map_err(SplitError::Manifest)?)
+    let partial = args.out.join(format!(".{MANIFEST_FILE}.partial"));
+    std::fs::write(&partial, manifest.to_json().map_err(SplitError::Manifest)?)
+        .and_then(|()| std::fs::rename(&partial, &path))
         .map_err(|source| SplitError::Write { path, source })?;
     Ok(manifest)
 }

@@ -344,6 +344,10 @@ pub struct Progress {
     /// step (a bad core or GPU, or workers on different node types with `numerics: native`).
     #[serde(default)]
     pub replica_disagreements: u64,
+    /// SHA-256 of the parameters after the last completed step (little-endian f32 bytes), the
+    /// same digest `anyk local` prints: equal digests mean bit-identical models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param_sha256: Option<String>,
     /// Workers the server reports faulty (outvoted repeatedly by the other holders of their
     /// blocks since they joined), with the join count the report is about.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

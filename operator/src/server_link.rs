@@ -86,6 +86,7 @@ pub async fn sync(channels: &Channels, endpoint: &str, layout: &Layout) -> Resul
             stragglers_skipped: progress.stragglers_skipped,
             late_gradients_dropped: progress.late_gradients_dropped,
             replica_disagreements: progress.replica_disagreements,
+            param_sha256: (!progress.param_sha256.is_empty()).then(|| progress.param_sha256.clone()),
             faulty_workers: progress
                 .workers
                 .iter()

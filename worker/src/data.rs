@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyk_core::dataset::{FEATURES_TENSOR, LABELS_TENSOR, MANIFEST_FILE, Manifest, block_file};
 use tch::{Device, Kind, Tensor};
@@ -19,6 +20,8 @@ pub enum DataError {
     },
     #[error("failed to load tensors from {path}")]
     Tensors { path: PathBuf, source: tch::TchError },
+    #[error("no data set: {path} did not appear within {waited} s (`anyk data split` writes it)")]
+    NoDataSet { path: PathBuf, waited: u64 },
     #[error("{path} has no tensor named {name:?}")]
     Missing { path: PathBuf, name: &'static str },
 }
@@ -30,6 +33,29 @@ pub fn manifest(dir: &Path) -> Result<Manifest, DataError> {
         source,
     })?;
     Manifest::from_json(&text).map_err(|source| DataError::Manifest { path, source })
+}
+
+/// Waits until `dir` holds a data set (its manifest, which `anyk data split` writes last), for
+/// at most `patience`. On a cluster the data claim may be filled by a split Job that runs beside
+/// the workers; failing at once would only make the operator replace the worker.
+pub fn await_data_set(dir: &Path, patience: Duration) -> Result<(), DataError> {
+    let path = dir.join(MANIFEST_FILE);
+    let started = Instant::now();
+    let mut said = false;
+    while !path.exists() {
+        if started.elapsed() >= patience {
+            return Err(DataError::NoDataSet {
+                path,
+                waited: patience.as_secs(),
+            });
+        }
+        if !said {
+            tracing::warn!(path = %path.display(), "waiting for the data set (written by `anyk data split`)");
+            said = true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Ok(())
 }
 
 pub fn block_path(dir: &Path, block: u32) -> PathBuf {
@@ -98,5 +124,35 @@ impl BlockCache {
 
     pub fn get(&self, block: u32) -> Option<&Samples> {
         self.blocks.get(&block)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_set_that_never_appears_is_named_after_the_patience() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = await_data_set(dir.path(), Duration::from_millis(50)).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("manifest.json") && message.contains("did not appear"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_data_set_written_while_waiting_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join(MANIFEST_FILE);
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::write(manifest, "{}").unwrap();
+        });
+        let started = Instant::now();
+        await_data_set(dir.path(), Duration::from_secs(30)).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        writer.join().unwrap();
     }
 }

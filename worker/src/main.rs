@@ -6,11 +6,14 @@ use anyk_core::checkpoint::Checkpoint;
 use anyk_core::dataset::TEST_FILE;
 use anyk_proto::launch::{EvaluateLaunch, ModelLaunch, WorkerCommand, WorkerLaunch};
 use anyk_worker::corrupt::Corruption;
-use anyk_worker::data::{Samples, manifest};
+use anyk_worker::data::{Samples, await_data_set, manifest};
 use anyk_worker::evaluate::accuracy;
 use anyk_worker::model::{Model, ModelSpec};
 use anyk_worker::numerics;
 use anyk_worker::run::{WorkerConfig, run_rejoining};
+
+/// How long a worker waits for its data set to appear (see `await_data_set`).
+const DATA_PATIENCE: std::time::Duration = std::time::Duration::from_secs(600);
 use anyk_worker::straggle::Straggle;
 use clap::Parser;
 use tch::Device;
@@ -73,6 +76,7 @@ fn train(args: WorkerLaunch) -> Result<(), Box<dyn std::error::Error>> {
     tch::set_num_threads(args.model.threads);
     let device = device(&args.model.device)?;
     numerics::apply_in_torch(args.model.numerics, device);
+    await_data_set(&args.model.data, DATA_PATIENCE)?;
     let config = WorkerConfig {
         server: args.server,
         worker: args.worker,

@@ -141,6 +141,11 @@ pub async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
         last.param_sha256, clean,
         "a failed worker and a killed server change no bit"
     );
+    assert_eq!(
+        progress.param_sha256.as_deref(),
+        Some(clean.as_str()),
+        "the status shows the final parameters' digest"
+    );
     assert!(
         last.stragglers_skipped > 0 || last.late_gradients_dropped > 0,
         "{last:?}"
