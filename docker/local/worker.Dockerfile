@@ -1,8 +1,8 @@
 # anyk-worker for CPU nodes, built offline by hack/images (no network, no Rust toolchain, no pip):
 # the release binary with its CUDA-only NEEDED entries removed and its RUNPATH set to
 # /opt/libtorch/lib, and the libraries it still loads from the cached PyTorch venv (libtorch_cpu,
-# libc10, libgomp, and the two CUDA runtime libraries libtorch_cpu itself needs). hack/images
-# prepares all of it. GPU nodes use docker/worker.Dockerfile (the online way, with CUDA).
+# libc10, libgomp, and the two CUDA runtime libraries libtorch_cpu itself needs; their static
+# symbol tables stripped). hack/images prepares all of it. GPU nodes use docker/worker.Dockerfile (the online way, with CUDA).
 ARG BASE=localhost/anyk-base:bookworm
 FROM ${BASE}
 COPY lib/ /opt/libtorch/lib/
