@@ -51,7 +51,12 @@ pub fn kubeconfig() -> &'static Path {
 
 /// An admin client for the test cluster.
 pub async fn admin_client() -> Client {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig()).expect("kubeconfig parses");
+    client_for(kubeconfig()).await
+}
+
+/// A client for the cluster of `path` (a kubeconfig).
+pub async fn client_for(path: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("kubeconfig parses");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("kubeconfig is usable");
@@ -184,9 +189,14 @@ pub fn tool(name: &str) -> PathBuf {
 /// Runs kubectl or helm against the test cluster and returns its stdout; panics with its output
 /// when it fails.
 pub fn run_tool(name: &str, args: &[&str]) -> String {
+    run_tool_on(kubeconfig(), name, args)
+}
+
+/// [`run_tool`] against the cluster of another kubeconfig (the real-node cluster).
+pub fn run_tool_on(kubeconfig: &Path, name: &str, args: &[&str]) -> String {
     let out = Command::new(tool(name))
         .arg("--kubeconfig")
-        .arg(kubeconfig())
+        .arg(kubeconfig)
         .args(args)
         .current_dir(repo_root())
         .output()
@@ -222,33 +232,36 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The README example's data claim `digits-blocks` in `ns`, bound to a host-path volume of its own
-/// named `{volume}-digits` (a hostPath in the pods themselves would break the restricted standard,
-/// and the test cluster has no volume provisioner).
+/// The example's claims (`examples/digits.yaml`: `digits-blocks` and `digits-checkpoints`) in
+/// `ns`, each pre-bound to a host-path volume of its own named `{volume}-<claim>` (a hostPath in
+/// the pods themselves would break the restricted standard, and the kwok test cluster has no
+/// volume provisioner). The claims are as the example writes them, so applying it changes none.
 pub async fn data_claim(client: &Client, ns: &str, volume: &str) {
-    let pv = serde_json::json!({
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": { "name": format!("{volume}-digits") },
-        "spec": {
-            "capacity": { "storage": "1Gi" }, "accessModes": ["ReadOnlyMany"],
-            "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "",
-            "hostPath": { "path": "/var/lib/anyk/digits" },
-            "claimRef": { "namespace": ns, "name": "digits-blocks" }
-        }
-    });
-    let pvc = serde_json::json!({
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": { "name": "digits-blocks" },
-        "spec": { "accessModes": ["ReadOnlyMany"], "storageClassName": "", "volumeName": format!("{volume}-digits"),
-                  "resources": { "requests": { "storage": "1Gi" } } }
-    });
     let apply = PatchParams::apply("anyk-tests");
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    pvs.patch(&format!("{volume}-digits"), &apply, &Patch::Apply(&pv))
-        .await
-        .expect("the data claim is applied");
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    pvcs.patch("digits-blocks", &apply, &Patch::Apply(&pvc))
-        .await
-        .expect("the data claim is applied");
+    for claim in ["digits-blocks", "digits-checkpoints"] {
+        let pv_name = format!("{volume}-{claim}");
+        let pv = serde_json::json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": { "name": pv_name },
+            "spec": {
+                "capacity": { "storage": "1Gi" }, "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "",
+                "hostPath": { "path": format!("/var/lib/anyk/{claim}") },
+                "claimRef": { "namespace": ns, "name": claim }
+            }
+        });
+        let pvc = serde_json::json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": { "name": claim },
+            "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } } }
+        });
+        pvs.patch(&pv_name, &apply, &Patch::Apply(&pv))
+            .await
+            .expect("the example's volume is applied");
+        pvcs.patch(claim, &apply, &Patch::Apply(&pvc))
+            .await
+            .expect("the example's claim is applied");
+    }
 }
