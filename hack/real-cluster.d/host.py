@@ -5,6 +5,8 @@
   host.py diff SNAPSHOT STATE_DIR       what differs from SNAPSHOT now; exits 1 when anything does
   host.py restore-sysctls SNAPSHOT      writes back the recorded sysctls that differ
   host.py remove-new-paths SNAPSHOT     removes the default host paths (below) that SNAPSHOT lacks
+  host.py remove-new-cgroups SNAPSHOT   removes the kubepods and libpod_parent cgroups (podman's, made
+                                        by hack/images) that SNAPSHOT lacks, where they are empty
   host.py clean-iptables                removes the KUBE-* and CNI-* chains (and every rule that
                                         jumps to one) from every table of iptables and ip6tables
 
@@ -162,6 +164,19 @@ def remove_new_paths(before):
             print(f"removed {path}", file=sys.stderr)
 
 
+def remove_new_cgroups(before):
+    """rmdir, deepest first: a cgroup that still has processes (someone else's podman container)
+    stays, and check-clean names it."""
+    for top in cgroups():
+        if top in before["cgroups"]:
+            continue
+        for root, dirs, _ in os.walk(top, topdown=False):
+            try:
+                os.rmdir(root)
+            except OSError:
+                pass
+
+
 def ours(name):
     return name.startswith(CHAIN_PREFIXES)
 
@@ -200,6 +215,8 @@ def main():
         restore_sysctls(json.load(open(sys.argv[2])))
     elif command == "remove-new-paths":
         remove_new_paths(json.load(open(sys.argv[2])))
+    elif command == "remove-new-cgroups":
+        remove_new_cgroups(json.load(open(sys.argv[2])))
     elif command == "clean-iptables":
         clean_iptables()
     else:
