@@ -40,6 +40,12 @@ pub enum RequestError {
     Aggregate(#[from] anyk_core::aggregate::OfferError),
     #[error("tensor is missing")]
     MissingTensor,
+    #[error("initial parameters are empty: the model must have at least one parameter")]
+    EmptyModel,
+    #[error("layout epoch {got} jumps more than {max} above the current epoch {current}")]
+    EpochJump { got: u64, current: u64, max: u64 },
+    #[error("training failed at step {}: {}; the server keeps the parameters of step {}", .0.step, .0.reason, .0.step)]
+    TrainingFailed(crate::trainer::Failure),
 }
 
 /// Why a pushed layout cannot be installed.
@@ -63,6 +69,10 @@ pub enum LayoutError {
     UnitsDoNotTile,
     #[error("reduction units cannot change during a job")]
     UnitsChanged,
+    #[error("it has {workers} workers, at most {max} are allowed")]
+    TooManyWorkers { workers: u32, max: u32 },
+    #[error("it has {copies} block copies, at most {max} are allowed")]
+    TooManyCopies { copies: u64, max: u32 },
 }
 
 impl From<LayoutError> for RequestError {
@@ -77,7 +87,9 @@ impl RequestError {
         match self {
             UnknownWorker { .. } => Code::NotFound,
             NoLayout | NotInitialized => Code::Unavailable,
-            WrongEpoch { .. } | OlderLayout { .. } | EpochReused(_) => Code::FailedPrecondition,
+            WrongEpoch { .. } | OlderLayout { .. } | EpochReused(_) | TrainingFailed(_) => {
+                Code::FailedPrecondition
+            }
             FutureStep { .. } => Code::OutOfRange,
             NotHolder { .. } => Code::PermissionDenied,
             NoBlocks
@@ -87,7 +99,9 @@ impl RequestError {
             | NotFinite { .. }
             | InvalidLayout(_)
             | Aggregate(_)
-            | MissingTensor => Code::InvalidArgument,
+            | MissingTensor
+            | EmptyModel
+            | EpochJump { .. } => Code::InvalidArgument,
         }
     }
 }

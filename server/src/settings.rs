@@ -20,12 +20,15 @@ pub struct Settings {
     pub strict: bool,
     /// A worker outvoted this many times since it joined is reported faulty.
     pub faulty_after: u64,
+    /// Scale each step's reduced gradient down to this L2 norm when it is longer (`None`: no
+    /// clipping). Deterministic: the norm is summed in f64 in index order.
+    pub clip_norm: Option<f32>,
 }
 
 impl Settings {
     /// Small, predictable settings for tests: plain SGD with learning rate 1, so an update is
     /// exactly params - mean gradient; seed 7, batch 4, 100 steps, no periodic checkpoints, not
-    /// strict, faulty after 2 outvotes.
+    /// strict, faulty after 2 outvotes, no clipping.
     pub fn predictable(blocks: u32) -> Self {
         Self {
             job_id: None,
@@ -37,6 +40,7 @@ impl Settings {
             checkpoint_every: 0,
             strict: false,
             faulty_after: 2,
+            clip_norm: None,
         }
     }
 

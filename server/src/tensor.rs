@@ -11,19 +11,23 @@ pub fn decode(tensor: Option<&Tensor>, want: usize) -> Result<Vec<f32>, RequestE
     if tensor.dtype != DataType::F32 as i32 {
         return Err(RequestError::UnsupportedDtype(tensor.dtype));
     }
-    let values = tensor_bytes::from_bytes(&tensor.data)
-        .ok()
-        .filter(|values| values.len() as u64 == tensor.length)
-        .ok_or(RequestError::RaggedTensor {
+    // Sizes are checked before anything is decoded, so a wrong tensor costs no copy.
+    if tensor.length.checked_mul(4) != Some(tensor.data.len() as u64) {
+        return Err(RequestError::RaggedTensor {
             length: tensor.length,
             bytes: tensor.data.len(),
-        })?;
+        });
+    }
     if tensor.length != want as u64 {
         return Err(RequestError::WrongLength {
             got: tensor.length,
             want: want as u64,
         });
     }
+    let values = tensor_bytes::from_bytes(&tensor.data).map_err(|_| RequestError::RaggedTensor {
+        length: tensor.length,
+        bytes: tensor.data.len(),
+    })?;
     if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(RequestError::NotFinite { index, value });
     }

@@ -8,6 +8,16 @@ use anyk_proto::v1::Assignment;
 
 use crate::error::{LayoutError, RequestError};
 
+/// The most workers a layout may have: the CRD's bound on `workers` (operator/src/crd.rs).
+pub const MAX_WORKERS: u32 = 4096;
+/// The most block copies (sum of the holder lists) a layout may have: the CRD's bound on
+/// `dataset.blocks * replication` (operator/src/crd.rs, `MAX_BLOCK_COPIES`).
+pub const MAX_BLOCK_COPIES: u32 = 131_072;
+/// How far above the current epoch (0 without a layout) a pushed layout may go. The operator
+/// bumps the epoch by one per repair or rebalance; a bound keeps a forged or corrupt epoch
+/// (2^64 - 1) from fencing every later push out.
+pub const MAX_EPOCH_JUMP: u64 = 1_000_000;
+
 /// The current layout, if `worker` is one of its worker ids.
 pub(super) fn member(layout: Option<&Layout>, worker: u32) -> Result<&Layout, RequestError> {
     let layout = layout.ok_or(RequestError::NoLayout)?;
@@ -26,6 +36,20 @@ pub(super) fn validate(
     job_blocks: u32,
     current: Option<&Layout>,
 ) -> Result<(), LayoutError> {
+    // Bounds first: everything after this, and the assignments, cost time and memory in these.
+    if layout.workers > MAX_WORKERS {
+        return Err(LayoutError::TooManyWorkers {
+            workers: layout.workers,
+            max: MAX_WORKERS,
+        });
+    }
+    let copies: u64 = layout.holders.iter().map(|h| h.len() as u64).sum();
+    if copies > u64::from(MAX_BLOCK_COPIES) {
+        return Err(LayoutError::TooManyCopies {
+            copies,
+            max: MAX_BLOCK_COPIES,
+        });
+    }
     if layout.blocks != job_blocks || layout.holders.len() != layout.blocks as usize {
         return Err(LayoutError::BlockCount {
             blocks: layout.blocks,
@@ -50,9 +74,17 @@ pub(super) fn validate(
     Ok(())
 }
 
-/// Refuses an older epoch, and a known epoch with different contents; the same layout again
-/// (an operator that restarted) is fine.
+/// Refuses an older epoch, a known epoch with different contents, and a jump of more than
+/// [`MAX_EPOCH_JUMP`]; the same layout again (an operator that restarted) is fine.
 pub(super) fn fence(layout: &Layout, current: Option<&Layout>) -> Result<(), RequestError> {
+    let current_epoch = current.map_or(0, |c| c.epoch);
+    if layout.epoch > current_epoch.saturating_add(MAX_EPOCH_JUMP) {
+        return Err(RequestError::EpochJump {
+            got: layout.epoch,
+            current: current_epoch,
+            max: MAX_EPOCH_JUMP,
+        });
+    }
     match current {
         Some(current) if layout.epoch < current.epoch => Err(RequestError::OlderLayout {
             got: layout.epoch,

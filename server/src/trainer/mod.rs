@@ -6,16 +6,17 @@ mod agreement;
 mod counters;
 mod layouts;
 mod model;
+mod numerics;
+mod replicas;
 #[cfg(test)]
 mod tests;
 
 use std::time::Instant;
 
-use agreement::{Agreement, Digest, Verdict};
+use agreement::Agreement;
 use anyk_core::Layout;
 use anyk_core::aggregate::{Offer, OfferError};
 use anyk_core::checkpoint::Checkpoint;
-use anyk_core::digest::param_sha256;
 use anyk_core::job::JobIdentity;
 use anyk_core::optimizer::Optimizer;
 use anyk_proto::v1::{Assignment, GradientRequest, GradientResponse, Progress, WorkerEvent};
@@ -24,7 +25,9 @@ use crate::error::RequestError;
 use crate::settings::Settings;
 use crate::tensor;
 use counters::Counters;
+pub use layouts::{MAX_BLOCK_COPIES, MAX_EPOCH_JUMP, MAX_WORKERS};
 use model::Model;
+pub use numerics::NonFinite;
 
 /// One training job as the server sees it.
 pub struct Trainer {
@@ -37,6 +40,16 @@ pub struct Trainer {
     /// Digests of the copies of the current and the previous step (docs/design.md, invariant 7).
     agreement: Agreement,
     started: Instant,
+    /// Set once a step would have made the parameters non-finite: that step was not applied,
+    /// and no gradient is taken from then on (the job has failed; the operator reports it).
+    failure: Option<Failure>,
+}
+
+/// A step that was not applied, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub step: u64,
+    pub reason: NonFinite,
 }
 
 /// What a push changed beyond its own response.
@@ -45,6 +58,9 @@ pub struct PushOutcome {
     pub response: GradientResponse,
     /// Set when this gradient completed the step: the event for every worker.
     pub released: Option<WorkerEvent>,
+    /// Set when this gradient completed a step that failed the numeric checks: the job has
+    /// failed (see [`Trainer::failure`]).
+    pub failed: bool,
 }
 
 impl Trainer {
@@ -56,13 +72,23 @@ impl Trainer {
             counters: Counters::default(),
             agreement: Agreement::default(),
             started: Instant::now(),
+            failure: None,
         }
     }
 
-    /// A job resumed from a checkpoint: parameters, optimizer, step and layout as saved.
+    /// A job resumed from a checkpoint: parameters, optimizer, step and layout as saved. A
+    /// checkpoint without parameters (written before empty models were refused) resumes only
+    /// the layout: the job asks its workers for initial parameters again.
     pub fn resume(settings: Settings, ckpt: Checkpoint, now: Instant) -> Self {
         let mut trainer = Self::new(settings);
         trainer.layout = ckpt.layout;
+        if ckpt.params.is_empty() {
+            tracing::warn!(
+                step = ckpt.step,
+                "checkpoint holds no parameters: asking for initial ones"
+            );
+            return trainer;
+        }
         trainer.install(Model::new(ckpt.params, ckpt.optimizer, ckpt.step, ckpt.loss), now);
         trainer
     }
@@ -78,6 +104,16 @@ impl Trainer {
 
     pub fn is_finished(&self) -> bool {
         self.model.as_ref().is_some_and(Model::is_finished)
+    }
+
+    /// The epoch of the current layout (0 without one).
+    pub fn epoch(&self) -> u64 {
+        self.layout.as_ref().map_or(0, |l| l.epoch)
+    }
+
+    /// The step that was not applied because it would have made the model non-finite.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.failure.as_ref()
     }
 
     /// Registers a worker; returns the job's parameter count (0 while it needs initial ones).
@@ -101,8 +137,12 @@ impl Trainer {
         if self.model.is_some() {
             return Ok(None);
         }
-        let len = params.ok_or(RequestError::MissingTensor)?.length as usize;
-        let values = tensor::decode(params, len)?;
+        let len = params.ok_or(RequestError::MissingTensor)?.length;
+        // An empty model would leave the job waiting for parameters for good.
+        if len == 0 {
+            return Err(RequestError::EmptyModel);
+        }
+        let values = tensor::decode(params, len as usize)?;
         let optimizer = Optimizer::new(self.settings.optimizer, values.len());
         let model = self.install(Model::new(values, optimizer, 0, f32::NAN), now);
         Ok(Some(model.event()))
@@ -122,6 +162,13 @@ impl Trainer {
 
     pub fn assignment(&self, worker: u32) -> Option<Assignment> {
         self.layout.as_ref().map(|l| layouts::assignment(l, worker))
+    }
+
+    /// What a worker that (re)subscribes needs: its assignment and the current event. Only a
+    /// worker id of the layout subscribes, which bounds the subscribers to the layout's workers.
+    pub fn snapshot(&self, worker: u32) -> Result<(Assignment, Option<WorkerEvent>), RequestError> {
+        let layout = layouts::member(self.layout.as_ref(), worker)?;
+        Ok((layouts::assignment(layout, worker), self.current_event()))
     }
 
     /// The event a (re)subscribing worker needs now: the step to compute, or the end.
@@ -182,6 +229,7 @@ impl Trainer {
                         covered: self.covered(),
                     },
                     released,
+                    failed: complete && self.failure.is_some(),
                 })
             }
         }
@@ -195,8 +243,14 @@ impl Trainer {
             loss: model.map_or(f32::NAN, |m| m.loss),
             epoch: self.layout.as_ref().map_or(0, |l| l.epoch),
             finished: self.is_finished(),
-            param_sha256: model.map(|m| param_sha256(&m.params)).unwrap_or_default(),
+            param_sha256: model.map(|m| m.digest().to_string()).unwrap_or_default(),
             strict: self.settings.strict,
+            failed_reason: self
+                .failure
+                .as_ref()
+                .map(|f| f.reason.to_string())
+                .unwrap_or_default(),
+            failed_step: self.failure.as_ref().map_or(0, |f| f.step),
             ..self
                 .counters
                 .progress(self.started.elapsed(), self.settings.faulty_after)
@@ -204,8 +258,9 @@ impl Trainer {
     }
 
     /// Everything needed to resume, once parameters exist, and the job it belongs to.
+    /// After a failed step it is the last good step's state (the failed one was not applied).
     pub fn checkpoint(&self) -> Option<Checkpoint> {
-        let model = self.model.as_ref()?;
+        let model = self.model.as_ref().filter(|m| !m.params.is_empty())?;
         let job = JobIdentity {
             config: self.settings.job_config(),
             units: self.layout.as_ref().map(|l| l.units.clone()).unwrap_or_default(),
@@ -232,6 +287,9 @@ impl Trainer {
     fn check_push(&self, req: &GradientRequest) -> Result<Vec<f32>, RequestError> {
         let layout = layouts::member(self.layout.as_ref(), req.worker)?;
         let model = self.model.as_ref().ok_or(RequestError::NotInitialized)?;
+        if let Some(failure) = &self.failure {
+            return Err(RequestError::TrainingFailed(failure.clone()));
+        }
         // docs/design.md, invariant 3: gradients of another epoch are refused.
         if req.epoch != layout.epoch {
             return Err(RequestError::WrongEpoch {
@@ -270,76 +328,21 @@ impl Trainer {
         tensor::decode(req.gradient.as_ref(), model.params.len())
     }
 
-    /// Records a copy's digest and counts and logs what it shows (docs/design.md, invariant 7);
-    /// `None` when the copy is not compared (too old, or its sender's second copy).
-    fn compare(&mut self, req: &GradientRequest, digest: Digest) -> Option<Verdict> {
-        let verdict = self
-            .agreement
-            .record(self.step(), req.step, &req.blocks, req.worker, digest)?;
-        if !verdict.disagreeing.is_empty() {
-            tracing::warn!(
-                step = req.step,
-                blocks = ?req.blocks,
-                worker = req.worker,
-                agreeing = ?verdict.agreeing,
-                differing = ?verdict.differing,
-                "replica disagreement: holders sent different gradients for the same blocks and step"
-            );
-            self.counters.disagreed(&verdict.disagreeing);
-        }
-        for &worker in &verdict.outvoted {
-            let times = self.counters.outvoted(worker);
-            if times == self.settings.faulty_after.max(1) {
-                tracing::warn!(
-                    worker,
-                    outvoted = times,
-                    "worker is faulty: outvoted by agreeing holders"
-                );
-            }
-        }
-        Some(verdict)
-    }
-
-    /// Strict mode: the gradient to offer (its blocks are already accepted, or another holder
-    /// sent the same bits), or `None` while it waits for a matching copy, held meanwhile.
-    fn confirm(
-        &mut self,
-        req: &GradientRequest,
-        gradient: Vec<f32>,
-        digest: Digest,
-        verdict: Option<&Verdict>,
-    ) -> Option<Vec<f32>> {
-        let covered = self.covered();
-        if req.blocks.iter().all(|b| covered.contains(b)) {
-            return Some(gradient);
-        }
-        // A second copy from the same sender confirms nothing.
-        let verdict = verdict?;
-        if verdict.agreeing.len() >= 2 && self.agreement.confirms(req.step, &req.blocks, digest, &gradient) {
-            return Some(gradient);
-        }
-        let holders = self.layout.as_ref().map_or(0, |l| {
-            l.members
-                .iter()
-                .filter(|&&w| req.blocks.iter().all(|&b| l.holds(w, b)))
-                .count()
-        });
-        if verdict.senders >= holders && verdict.majority < 2 {
-            tracing::warn!(
-                step = req.step,
-                blocks = ?req.blocks,
-                senders = verdict.senders,
-                "every holder sent a copy and no two agree: the blocks stay unaccepted until a holder is replaced"
-            );
-        }
-        self.agreement.hold(req.step, &req.blocks, digest, gradient);
-        None
-    }
-
-    /// Applies the step just covered, records who was skipped, and opens the next one.
+    /// Applies the step just covered, records who was skipped, and opens the next one; `None`
+    /// when it was not applied (it would have made the model non-finite: the job failed).
     fn release_step(&mut self, now: Instant) -> Option<WorkerEvent> {
         let model = self.model.as_mut()?;
-        let done = model.apply_round()?;
+        let done = match model.apply_round(self.settings.clip_norm) {
+            Ok(done) => done?,
+            Err(reason) => {
+                tracing::error!(step = model.step, %reason, "step not applied: training failed");
+                self.failure = Some(Failure {
+                    step: model.step,
+                    reason,
+                });
+                return None;
+            }
+        };
         self.counters.step_done(&done, self.layout.as_ref(), now);
         model.open_round(self.layout.as_ref(), &self.settings, true, now);
         self.agreement.release_before(model.step);
@@ -370,6 +373,7 @@ impl Trainer {
                 covered: self.covered(),
             },
             released: None,
+            failed: false,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! counter, and the step being collected.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyk_core::Layout;
@@ -10,6 +11,7 @@ use anyk_core::digest::param_sha256;
 use anyk_core::optimizer::Optimizer;
 use anyk_proto::v1::{Finished, GradientRequest, StepReady, WorkerEvent, worker_event::Event};
 
+use super::numerics::{self, NonFinite};
 use crate::settings::Settings;
 use crate::tensor;
 
@@ -22,6 +24,8 @@ pub(super) struct Model {
     pub loss: f32,
     /// The step being collected; `None` once the last step is done.
     pub round: Option<Round>,
+    /// [`Model::digest`], reset whenever the parameters change.
+    digest: OnceLock<String>,
 }
 
 /// The step being collected.
@@ -46,6 +50,7 @@ impl Model {
             step,
             loss,
             round: None,
+            digest: OnceLock::new(),
         }
     }
 
@@ -65,15 +70,33 @@ impl Model {
         });
     }
 
-    /// Applies the mean gradient of a complete round and advances the step; returns the closed
-    /// round, or `None` (changing nothing) while some block still lacks a gradient.
-    pub fn apply_round(&mut self) -> Option<Round> {
-        let gradient = self.round.as_ref()?.aggregator.reduce()?;
-        let round = self.round.take()?;
-        self.optimizer.apply(&mut self.params, &gradient);
+    /// Applies the mean gradient of a complete round (clipped to `clip_norm` when set) and
+    /// advances the step; returns the closed round, `Ok(None)` (changing nothing) while some
+    /// block still lacks a gradient, or why the step would not be finite (changing nothing: the
+    /// round stays open and the parameters stay those of the last good step).
+    pub fn apply_round(&mut self, clip_norm: Option<f32>) -> Result<Option<Round>, NonFinite> {
+        let Some(mut gradient) = self.round.as_ref().and_then(|r| r.aggregator.reduce()) else {
+            return Ok(None);
+        };
+        if let Some(max_norm) = clip_norm {
+            numerics::clip(&mut gradient, max_norm);
+        }
+        let (params, optimizer) = numerics::update(&self.params, &self.optimizer, &gradient)?;
+        let Some(round) = self.round.take() else {
+            return Ok(None);
+        };
+        self.params = params;
+        self.optimizer = optimizer;
+        self.digest = OnceLock::new();
         self.loss = round.losses.values().sum::<f32>() / round.losses.len().max(1) as f32;
         self.step += 1;
-        Some(round)
+        Ok(Some(round))
+    }
+
+    /// SHA-256 of the parameters, computed once per step however many ask (progress callers
+    /// hold the job lock while they ask).
+    pub fn digest(&self) -> &str {
+        self.digest.get_or_init(|| param_sha256(&self.params))
     }
 
     /// What workers do next: compute the current step, or stop.
@@ -81,7 +104,7 @@ impl Model {
         let event = if self.is_finished() {
             Event::Finished(Finished {
                 step: self.step,
-                param_sha256: param_sha256(&self.params),
+                param_sha256: self.digest().to_string(),
             })
         } else {
             Event::Step(StepReady {

@@ -1,9 +1,12 @@
 //! The state machine driven directly, without gRPC: joining and initial parameters here,
 //! layouts in `layouts.rs`, gradients in `push.rs`, the end of a job and resuming in `resume.rs`,
-//! replica agreement and strict mode in `agreement.rs`.
+//! replica agreement and strict mode in `agreement.rs`, refused input in `bounds.rs`, failed
+//! and clipped steps in `numerics.rs`.
 
 mod agreement;
+mod bounds;
 mod layouts;
+mod numerics;
 mod push;
 mod resume;
 

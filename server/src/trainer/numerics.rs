@@ -1,0 +1,73 @@
+//! The numeric checks around an optimizer step: the reduced gradient and everything the step
+//! would write (parameters, optimizer moments) must be finite, or the step is not applied.
+//! Optional clipping of the reduced gradient by its global L2 norm, deterministic.
+
+use anyk_core::optimizer::Optimizer;
+
+/// Why a step was not applied.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NonFinite {
+    /// Finite gradients can still sum past f32's range (four of 3e38 do).
+    #[error("the reduced gradient is not finite at index {index} ({value})")]
+    Gradient { index: usize, value: f32 },
+    #[error("the update would make parameter {index} non-finite ({value})")]
+    Params { index: usize, value: f32 },
+    #[error("the update would make the optimizer state non-finite at index {index} ({value})")]
+    Moments { index: usize, value: f32 },
+}
+
+/// Scales `gradient` so its L2 norm is at most `max_norm`; returns the norm before clipping.
+/// The norm is summed in f64 in index order (the same bits on every machine and run), and the
+/// factor is applied in f32, so a clipped step is as reproducible as an unclipped one.
+pub(super) fn clip(gradient: &mut [f32], max_norm: f32) -> f64 {
+    let norm = gradient
+        .iter()
+        .map(|&g| f64::from(g) * f64::from(g))
+        .sum::<f64>()
+        .sqrt();
+    if norm > f64::from(max_norm) {
+        let scale = (f64::from(max_norm) / norm) as f32;
+        for g in gradient.iter_mut() {
+            *g *= scale;
+        }
+    }
+    norm
+}
+
+/// The parameters and optimizer after one update with `gradient`, or why they would not be
+/// finite; `params` and `optimizer` are left as they were either way. Works on copies because
+/// the optimizer updates in place and a refused step must leave the last good state intact
+/// (one copy of the parameters and moments per step: a memcpy, small next to the reduction).
+pub(super) fn update(
+    params: &[f32],
+    optimizer: &Optimizer,
+    gradient: &[f32],
+) -> Result<(Vec<f32>, Optimizer), NonFinite> {
+    if let Some((index, value)) = first_non_finite(gradient) {
+        return Err(NonFinite::Gradient { index, value });
+    }
+    let mut next_params = params.to_vec();
+    let mut next_optimizer = optimizer.clone();
+    next_optimizer.apply(&mut next_params, gradient);
+    if let Some((index, value)) = first_non_finite(&next_params) {
+        return Err(NonFinite::Params { index, value });
+    }
+    // Adam's second moment squares the gradient: it overflows before the parameters do, and
+    // an infinite moment would silently freeze the parameter from then on.
+    let moments = next_optimizer
+        .first_moment
+        .iter()
+        .chain(&next_optimizer.second_moment);
+    if let Some((index, &value)) = moments.enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(NonFinite::Moments { index, value });
+    }
+    Ok((next_params, next_optimizer))
+}
+
+fn first_non_finite(values: &[f32]) -> Option<(usize, f32)> {
+    values
+        .iter()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+        .map(|(i, &v)| (i, v))
+}
