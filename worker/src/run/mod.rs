@@ -11,7 +11,7 @@ use anyk_core::tensor_bytes;
 use anyk_proto::transport::MAX_MESSAGE_BYTES;
 use anyk_proto::v1::{
     Assignment, GradientRequest, GradientResponse, InitializeRequest, JoinRequest, JoinResponse,
-    SubscribeRequest, Tensor, TrainingSettings, WorkerEvent, training_client::TrainingClient,
+    Tensor, TrainingSettings, WorkerEvent, training_client::TrainingClient,
     worker_event::Event,
 };
 use tch::Device;
@@ -20,8 +20,10 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 mod error;
+mod events;
 
 pub use error::RunError;
+use events::subscribe;
 
 use crate::corrupt::Corruption;
 use crate::data::BlockCache;
@@ -230,9 +232,11 @@ impl Worker<'_> {
                     }
                 }
                 // The layout moved on; its assignment is on the way. Compute the block again
-                // under the new epoch if this worker still holds it and nobody sent it.
+                // under the new epoch if this worker still holds it and nobody sent it. (Or
+                // training failed on a non-finite step: nothing more comes, and the worker
+                // waits, not crashing, until its supervisor ends the job.)
                 Err(status) if status.code() == Code::FailedPrecondition => {
-                    tracing::debug!(%status, "gradient fenced by a newer layout");
+                    tracing::info!(%status, "gradient refused; waiting for the next event");
                     done.remove(&block);
                     if let Some(event) = events.recv().await
                         && self.apply(event?)?
@@ -360,24 +364,4 @@ async fn join(client: &mut TrainingClient<Channel>, worker: u32) -> Result<JoinR
             }
         }
     }
-}
-
-async fn subscribe(client: &mut TrainingClient<Channel>, worker: u32) -> Result<Events, RunError> {
-    let mut stream = client
-        .subscribe(SubscribeRequest { worker })
-        .await
-        .map_err(|source| RunError::Refused {
-            action: "the subscription",
-            source,
-        })?
-        .into_inner();
-    let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(async move {
-        while let Some(item) = stream.message().await.transpose() {
-            if tx.send(item).await.is_err() {
-                break;
-            }
-        }
-    });
-    Ok(rx)
 }
