@@ -6,6 +6,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+mod progress;
+pub use progress::{PodReplacement, Progress, TrainingFailure, WorkerIncarnation};
+
 /// A straggler-proof, self-healing training job: a data set in m blocks, r copies of each block on
 /// n workers so that any k of them hold every block, and a parameter server that aggregates each
 /// step as soon as the gradients it has cover every block.
@@ -154,7 +157,8 @@ fn default_hidden() -> u32 {
 /// Optimization settings. Only `steps` (which may only grow) and `checkpointInterval` change once
 /// the job exists: a resumed job must compute what the uninterrupted one would have.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("has(self.checkpointClaim) == has(oldSelf.checkpointClaim) && (!has(self.checkpointClaim) || self.checkpointClaim == oldSelf.checkpointClaim)").message("training.checkpointClaim is immutable: the server resumes from the checkpoint in that claim"))]
+#[x_kube(validation = Rule::new("has(self.checkpointClaim) == has(oldSelf.checkpointClaim) && (!has(self.checkpointClaim) || self.checkpointClaim == oldSelf.checkpointClaim)").message("training.checkpointClaim is immutable: the server resumes from the checkpoint in that claim"),
+    validation = Rule::new("has(self.clipNorm) == has(oldSelf.clipNorm) && (!has(self.clipNorm) || self.clipNorm == oldSelf.clipNorm)").message("training.clipNorm is immutable: a changed clip would silently break bit-identical resumes"))]
 #[serde(rename_all = "camelCase")]
 pub struct Training {
     /// Total training steps.
@@ -196,6 +200,11 @@ pub struct Training {
     #[serde(default)]
     #[x_kube(validation = Rule::new("self == oldSelf").message("training.strict is immutable once the job exists"))]
     pub strict: bool,
+    /// Clip each step's gradient (the mean over all blocks) to this L2 norm when it is longer;
+    /// deterministic, so resumes stay bit-identical. No clipping when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0").message("clipNorm must be positive"))]
+    pub clip_norm: Option<f64>,
 }
 
 impl Default for Training {
@@ -211,6 +220,7 @@ impl Default for Training {
             checkpoint_claim: None,
             numerics: Numerics::Reproducible,
             strict: false,
+            clip_norm: None,
         }
     }
 }
@@ -315,60 +325,6 @@ pub struct WorkerCounts {
     pub failed: u32,
     /// Replacement pods created so far.
     pub replaced: u32,
-}
-
-/// Progress from the parameter server.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct Progress {
-    /// Completed steps.
-    pub step: u64,
-    /// Steps the job trains for.
-    #[serde(default)]
-    pub total_steps: u64,
-    /// Mean training loss of the last step (absent before the first step).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub loss: Option<f64>,
-    /// Recent steps per second.
-    pub steps_per_second: f64,
-    /// The layout epoch the server holds (equal to layoutEpoch once the push went through).
-    #[serde(default)]
-    pub server_layout_epoch: u64,
-    /// Worker gradients a step did not wait for, summed over steps.
-    #[serde(default)]
-    pub stragglers_skipped: u64,
-    /// Gradients that arrived after their step was aggregated.
-    #[serde(default)]
-    pub late_gradients_dropped: u64,
-    /// Block copies whose gradient differed from another holder's copy of the same block and
-    /// step (a bad core or GPU, or workers on different node types with `numerics: native`).
-    #[serde(default)]
-    pub replica_disagreements: u64,
-    /// SHA-256 of the parameters after the last completed step (little-endian f32 bytes), the
-    /// same digest `anyk local` prints: equal digests mean bit-identical models.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub param_sha256: Option<String>,
-    /// Workers the server reports faulty (outvoted repeatedly by the other holders of their
-    /// blocks since they joined), with the join count the report is about.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub faulty_workers: Vec<WorkerIncarnation>,
-}
-
-/// A pod deleted to be replaced, and when.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct PodReplacement {
-    pub pod: String,
-    /// RFC 3339.
-    pub time: String,
-}
-
-/// One incarnation of a worker id: its n-th join to the server.
-#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerIncarnation {
-    pub worker: u32,
-    pub joins: u64,
 }
 
 /// One repair of the layout after lost workers.

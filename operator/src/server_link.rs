@@ -9,7 +9,7 @@ use anyk_core::Layout;
 use anyk_proto::v1::{ProgressRequest, SetLayoutRequest, control_client::ControlClient};
 use tonic::transport::Channel;
 
-use crate::crd::{Progress, WorkerIncarnation};
+use crate::crd::{Progress, TrainingFailure, WorkerIncarnation};
 
 /// Each call gives up after this long: an unreachable server must not hold up healing.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -22,6 +22,8 @@ pub enum LinkError {
     Call(#[from] tonic::Status),
     #[error("the server did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("the server holds layout epoch {0}, the last there is: no layout can be stamped above it")]
+    EpochExhausted(u64),
 }
 
 /// One lazily connecting channel per server endpoint, reused across reconciles.
@@ -62,7 +64,12 @@ pub async fn sync(channels: &Channels, endpoint: &str, layout: &Layout) -> Resul
         // The server is ahead of the job's status (the status was lost, or the server resumed a
         // checkpoint another job left on the same claim). The operator's layout describes the
         // pods that exist, so it wins, stamped above the server's epoch (which the fence needs).
-        wanted.epoch = progress.epoch + 1;
+        // Checked: a server at the last epoch there is cannot be stamped above (the server also
+        // refuses an epoch that jumps, so it cannot be pushed there).
+        wanted.epoch = progress
+            .epoch
+            .checked_add(1)
+            .ok_or(LinkError::EpochExhausted(progress.epoch))?;
     }
     let pushed = progress.epoch < wanted.epoch;
     if pushed {
@@ -96,6 +103,10 @@ pub async fn sync(channels: &Channels, endpoint: &str, layout: &Layout) -> Resul
                     joins: w.joins,
                 })
                 .collect(),
+            failure: (!progress.failed_reason.is_empty()).then(|| TrainingFailure {
+                step: progress.failed_step,
+                reason: progress.failed_reason.clone(),
+            }),
         },
     })
 }

@@ -34,6 +34,11 @@ pub fn decide(job: &TrainingJob, seen: &Seen) -> Decision {
     if failure::failed_for_good(&seen.status) {
         return given_up(job, seen);
     }
+    if let Some(message) = non_finite(&seen.status) {
+        // Before any healing: the workers idle once the server stopped taking gradients, and
+        // replacing them would only crash-loop on the same step.
+        return fail(job, seen, &seen.status, failure::NON_FINITE, &message, Vec::new());
+    }
     if claims_success_falsely(&seen.status) {
         // Edited by hand (nothing the operator writes looks like this): keep managing the job.
         let mut sane = seen.clone();
@@ -122,6 +127,16 @@ fn train_after_healing(job: &TrainingJob, seen: &Seen, planned: Layout, resuming
     decision
 }
 
+/// What the server reported when it refused a step that would have made the parameters
+/// non-finite, as the Failed condition's message.
+fn non_finite(status: &TrainingJobStatus) -> Option<String> {
+    let failure = status.progress.as_ref()?.failure.as_ref()?;
+    Some(format!(
+        "training failed at step {}: {}; the step was not applied and the checkpoints keep the parameters from before it",
+        failure.step, failure.reason
+    ))
+}
+
 /// Phase Succeeded without the server's report of the final step behind it.
 fn claims_success_falsely(status: &TrainingJobStatus) -> bool {
     let reported = status
@@ -181,6 +196,10 @@ pub fn after_server(
     };
     if let Some(recheck) = training.recheck {
         again = again.min(recheck + Duration::from_millis(100));
+    }
+    if non_finite(&with_progress).is_some() {
+        // The next pass fails the job; no reason to wait for it.
+        again = Duration::ZERO;
     }
     let mut actions = Actions {
         status: changed.then_some(with_progress),

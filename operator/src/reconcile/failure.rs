@@ -16,13 +16,16 @@ const MAX_DELAY: Duration = Duration::from_secs(60);
 /// Reasons of a Failed condition after which nothing is healed any more.
 pub const BACKOFF_LIMIT_EXCEEDED: &str = "BackoffLimitExceeded";
 pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+/// The server refused a step that would have made the parameters non-finite: no replacement
+/// can fix that, the same step would fail again.
+pub const NON_FINITE: &str = "NonFinite";
 
 /// Whether the job failed for good (not for a spec the user may still fix).
 pub fn failed_for_good(status: &TrainingJobStatus) -> bool {
     status.conditions.iter().any(|c| {
         c.type_ == "Failed"
             && c.status == "True"
-            && [BACKOFF_LIMIT_EXCEEDED, DEADLINE_EXCEEDED].contains(&c.reason.as_str())
+            && [BACKOFF_LIMIT_EXCEEDED, DEADLINE_EXCEEDED, NON_FINITE].contains(&c.reason.as_str())
     })
 }
 
