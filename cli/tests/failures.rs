@@ -113,3 +113,35 @@ fn an_earlier_runs_workdir_is_reused_only_with_force() {
     let summary = dir.path().join("work/summary.json");
     assert_eq!(std::fs::read_to_string(summary).unwrap(), "kept");
 }
+
+/// A learning rate past f32's range (1e39 parses to infinity) makes the first update
+/// non-finite: the server does not apply it, and the run ends at once naming the step, instead
+/// of replacing workers until the backoff limit.
+#[test]
+fn a_non_finite_step_fails_the_run_naming_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let started = Instant::now();
+    let out = anyk(&[
+        "local",
+        "--lr",
+        "1e39",
+        "--steps",
+        "5",
+        "--no-faults",
+        "--workdir",
+        work.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{}\n{err}", stdout(&out));
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains("training failed at step 0: the update would make parameter 0 non-finite"),
+        "{err}"
+    );
+    assert!(!err.contains("backoff limit"), "{err}");
+}

@@ -81,6 +81,10 @@ pub struct ServerLaunch {
     /// agreed) since it joined is reported faulty, to be replaced.
     #[arg(long, env = "ANYK_FAULTY_AFTER", default_value_t = defaults::FAULTY_AFTER)]
     pub faulty_after: u64,
+    /// Clip each step's reduced gradient to this L2 norm (deterministic: the norm is summed in
+    /// f64 in index order). Off when absent.
+    #[arg(long, env = "ANYK_CLIP_NORM", value_parser = positive_f32)]
+    pub clip_norm: Option<f32>,
     /// Who the job is (the operator passes the TrainingJob's UID): checkpoints record it, and a
     /// server of another job refuses to resume them.
     #[arg(long, env = "ANYK_JOB_ID")]
@@ -104,6 +108,7 @@ impl ServerLaunch {
             max_message_bytes: crate::transport::MAX_MESSAGE_BYTES,
             strict: false,
             faulty_after: defaults::FAULTY_AFTER,
+            clip_norm: None,
             job_id: None,
         }
     }
@@ -129,6 +134,9 @@ impl ServerLaunch {
         }
         if let Some(id) = &self.job_id {
             args.extend(flags([("--job-id", id.clone())]));
+        }
+        if let Some(norm) = self.clip_norm {
+            args.extend(flags([("--clip-norm", norm.to_string())]));
         }
         args
     }
@@ -283,6 +291,14 @@ impl ModelLaunch {
     }
 }
 
+/// A finite number above 0 (a clip norm of 0 would zero every step).
+fn positive_f32(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a finite number above 0")),
+    }
+}
+
 fn flags<const N: usize>(pairs: [(&str, String); N]) -> Vec<String> {
     pairs
         .into_iter()
@@ -339,6 +355,7 @@ mod tests {
             max_message_bytes: 1 << 20,
             strict: true,
             faulty_after: 5,
+            clip_norm: Some(2.5),
             job_id: Some("0b1c-uid".into()),
             ..ServerLaunch::new(24)
         };

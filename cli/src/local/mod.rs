@@ -89,6 +89,10 @@ pub struct LocalArgs {
     /// bits.
     #[arg(long)]
     pub strict: bool,
+    /// Clip each step's gradient (the mean over all blocks) to this L2 norm when it is longer
+    /// (deterministic; off by default).
+    #[arg(long, value_parser = positive)]
+    pub clip_norm: Option<f32>,
     /// `cpu`, `cuda` or `auto`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -146,6 +150,8 @@ pub enum LocalError {
     Process(String),
     #[error("failed to run the job to its end")]
     Failed(#[from] policy::JobFailure),
+    #[error("training failed at step {step}: {reason}; the step was not applied (logs in {logs})")]
+    NonFinite { step: u64, reason: String, logs: String },
 }
 
 impl LocalArgs {
@@ -171,6 +177,14 @@ impl LocalArgs {
                 corruptions: self.corrupt.clone(),
             }
         }
+    }
+}
+
+/// `--clip-norm`: a finite number above 0 (a norm of 0 would zero every step).
+fn positive(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{text:?} is not a finite number above 0")),
     }
 }
 

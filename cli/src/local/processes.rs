@@ -149,6 +149,7 @@ pub fn server_launch(args: &LocalArgs, checkpoints: &Path) -> ServerLaunch {
         checkpoint_every: 0,
         checkpoint_dir: Some(checkpoints.to_path_buf()),
         strict: args.strict,
+        clip_norm: args.clip_norm,
         ..ServerLaunch::new(args.blocks)
     }
 }
