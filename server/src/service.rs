@@ -17,18 +17,34 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::error::{RequestError, chain};
+use crate::error::chain;
 use crate::store::CheckpointStore;
 use crate::trainer::Trainer;
 
 type EventSender = mpsc::Sender<Result<WorkerEvent, Status>>;
 
+/// Events queued per subscriber; the last slot is kept for the status that closes it.
+const SUBSCRIBER_QUEUE: usize = 64;
+/// Progress streams open at once (the operator and `anyk local` each hold one).
+pub const MAX_WATCHERS: usize = 16;
+
 /// The server's state behind both services: the trainer, and the streams it feeds.
 pub struct ServerState {
     trainer: Mutex<Trainer>,
+    /// At most one per worker id of the layout (`Trainer::snapshot` refuses other ids).
     subscribers: Mutex<HashMap<u32, EventSender>>,
     watchers: Mutex<Vec<mpsc::Sender<Result<Progress, Status>>>>,
     store: Option<CheckpointStore>,
+    /// Held while a checkpoint is written, so only one is in flight; it holds the step, epoch
+    /// and path of the last one written, which a caller that waited gets when nothing changed.
+    checkpoints: tokio::sync::Mutex<Option<Written>>,
+}
+
+#[derive(Clone, PartialEq)]
+struct Written {
+    step: u64,
+    epoch: u64,
+    path: String,
 }
 
 impl ServerState {
@@ -38,6 +54,7 @@ impl ServerState {
             subscribers: Mutex::new(HashMap::new()),
             watchers: Mutex::new(Vec::new()),
             store,
+            checkpoints: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -45,20 +62,19 @@ impl ServerState {
         lock(&self.trainer)
     }
 
-    /// Sends `event` to every subscribed worker; a worker whose stream is gone is forgotten.
+    /// Sends `event` to every subscribed worker; a worker whose stream is gone, or that fell
+    /// behind, is forgotten (see [`deliver`]). Callers hold the trainer lock, so every
+    /// subscriber gets the events in the order the trainer made them.
     fn broadcast(&self, event: &WorkerEvent) {
-        lock(&self.subscribers).retain(|_, tx| match tx.try_send(Ok(event.clone())) {
-            Ok(()) => true,
-            // A full queue means the worker is far behind; it resynchronises from the newest
-            // StepReady it gets, so dropping this one loses nothing.
-            Err(mpsc::error::TrySendError::Full(_)) => true,
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        });
+        lock(&self.subscribers).retain(|&worker, tx| deliver(worker, tx, event.clone()));
     }
 
     fn send_to(&self, worker: u32, event: WorkerEvent) {
-        if let Some(tx) = lock(&self.subscribers).get(&worker) {
-            let _ = tx.try_send(Ok(event));
+        let mut subscribers = lock(&self.subscribers);
+        if let Some(tx) = subscribers.get(&worker)
+            && !deliver(worker, tx, event)
+        {
+            subscribers.remove(&worker);
         }
     }
 
@@ -79,17 +95,41 @@ impl ServerState {
         lock(&self.watchers).clear();
     }
 
-    /// Writes a checkpoint now (off the async threads); returns its step and path.
+    /// Writes a checkpoint now (off the async threads); returns its step and path. One is
+    /// written at a time: a caller waits for the one in flight, then gets it if the state has
+    /// not changed since (same step and epoch), or writes a newer one.
     pub async fn save_checkpoint(&self) -> Result<(u64, String), Status> {
+        let mut last = self.checkpoints.lock().await;
+        self.write_checkpoint(&mut last).await
+    }
+
+    /// A periodic checkpoint, skipped while another is in flight (the next one, or the one on
+    /// shutdown, covers its step; queueing one per step could outgrow a slow disk).
+    async fn checkpoint_unless_busy(&self) {
+        match self.checkpoints.try_lock() {
+            Ok(mut last) => {
+                let _ = self.write_checkpoint(&mut last).await;
+            }
+            Err(_) => tracing::debug!("periodic checkpoint skipped: one is being written"),
+        }
+    }
+
+    async fn write_checkpoint(&self, last: &mut Option<Written>) -> Result<(u64, String), Status> {
         let store = self
             .store
             .clone()
             .ok_or_else(|| Status::failed_precondition("no checkpoint directory configured"))?;
-        let ckpt = self
-            .trainer()
-            .checkpoint()
-            .ok_or_else(|| Status::unavailable("parameters are not initialized yet"))?;
-        let step = ckpt.step;
+        let ckpt = {
+            let trainer = self.trainer();
+            let now = (trainer.step(), trainer.epoch());
+            if let Some(written) = last.as_ref().filter(|w| (w.step, w.epoch) == now) {
+                return Ok((written.step, written.path.clone()));
+            }
+            trainer
+                .checkpoint()
+                .ok_or_else(|| Status::unavailable("parameters are not initialized yet"))?
+        };
+        let (step, epoch) = (ckpt.step, ckpt.layout.as_ref().map_or(0, |l| l.epoch));
         let path = tokio::task::spawn_blocking(move || store.save(&ckpt))
             .await
             .map_err(|e| Status::internal(format!("checkpoint task failed: {e}")))?
@@ -99,7 +139,13 @@ impl ServerState {
                 Status::internal(error)
             })?;
         tracing::info!(step, path = %path.display(), "checkpoint written");
-        Ok((step, path.display().to_string()))
+        let path = path.display().to_string();
+        *last = Some(Written {
+            step,
+            epoch,
+            path: path.clone(),
+        });
+        Ok((step, path))
     }
 }
 
@@ -136,14 +182,18 @@ impl Training for TrainingService {
         req: Request<InitializeRequest>,
     ) -> Result<Response<InitializeResponse>, Status> {
         let req = req.into_inner();
-        let released = self
-            .0
-            .trainer()
-            .initialize(req.worker, req.params.as_ref(), Instant::now())?;
-        let accepted = released.is_some();
-        if let Some(event) = released {
+        let accepted = {
+            let mut trainer = self.0.trainer();
+            let released = trainer.initialize(req.worker, req.params.as_ref(), Instant::now())?;
+            // Delivered under the trainer lock, like every released step: step 0 cannot then
+            // reach a worker after step 1.
+            if let Some(event) = &released {
+                self.0.broadcast(event);
+            }
+            released.is_some()
+        };
+        if accepted {
             tracing::info!(worker = req.worker, "parameters initialized");
-            self.0.broadcast(&event);
             self.0.publish_progress();
         }
         Ok(Response::new(InitializeResponse { accepted }))
@@ -153,14 +203,14 @@ impl Training for TrainingService {
 
     async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<EventStream>, Status> {
         let worker = req.into_inner().worker;
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
         {
             let trainer = self.0.trainer();
-            let assignment = trainer.assignment(worker).ok_or(RequestError::NoLayout)?;
+            let (assignment, current) = trainer.snapshot(worker)?;
             let _ = tx.try_send(Ok(WorkerEvent {
                 event: Some(Event::Assignment(assignment)),
             }));
-            if let Some(event) = trainer.current_event() {
+            if let Some(event) = current {
                 let _ = tx.try_send(Ok(event));
             }
             // Registered under the trainer lock, so no released step falls between the
@@ -186,13 +236,15 @@ impl Training for TrainingService {
             }
             (outcome, trainer.checkpoint_due())
         };
+        if outcome.failed {
+            // The trainer logged why; watchers (the operator, `anyk local`) learn it now.
+            self.0.publish_progress();
+        }
         if outcome.released.is_some() {
             self.0.publish_progress();
             if checkpoint_due && self.0.store.is_some() {
                 let state = self.0.clone();
-                tokio::spawn(async move {
-                    let _ = state.save_checkpoint().await;
-                });
+                tokio::spawn(async move { state.checkpoint_unless_busy().await });
             }
         }
         Ok(Response::new(outcome.response))
@@ -237,9 +289,17 @@ impl Control for ControlService {
     type WatchProgressStream = ProgressStream;
 
     async fn watch_progress(&self, _: Request<ProgressRequest>) -> Result<Response<ProgressStream>, Status> {
+        let progress = self.0.trainer().progress();
+        let mut watchers = lock(&self.0.watchers);
+        watchers.retain(|tx| !tx.is_closed());
+        if watchers.len() >= MAX_WATCHERS {
+            return Err(Status::resource_exhausted(format!(
+                "too many progress watchers: {MAX_WATCHERS} streams are open; close one or use GetProgress"
+            )));
+        }
         let (tx, rx) = mpsc::channel(1024);
-        let _ = tx.try_send(Ok(self.0.trainer().progress()));
-        lock(&self.0.watchers).push(tx);
+        let _ = tx.try_send(Ok(progress));
+        watchers.push(tx);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -250,6 +310,30 @@ impl Control for ControlService {
         let (step, path) = self.0.save_checkpoint().await?;
         Ok(Response::new(CheckpointResponse { step, path }))
     }
+}
+
+/// Queues `event` for `worker`'s stream; false when the stream is gone or was just closed for
+/// falling behind. The queue's last slot is kept for the status that closes a slow subscriber:
+/// a worker never silently misses an assignment or a step; its stream ends with ABORTED and it
+/// subscribes again, getting its current assignment and step (worker/src/run/, `subscribe`).
+fn deliver(worker: u32, tx: &EventSender, event: WorkerEvent) -> bool {
+    if tx.is_closed() {
+        return false;
+    }
+    // Only this server sends, under the subscribers lock: the capacity can only grow between
+    // the check and the send.
+    if tx.capacity() > 1 {
+        return tx.try_send(Ok(event)).is_ok();
+    }
+    tracing::warn!(
+        worker,
+        "subscriber fell behind: closing its stream so that it subscribes again"
+    );
+    let _ = tx.try_send(Err(Status::aborted(format!(
+        "worker {worker} fell {} events behind: subscribe again for the current assignment and step",
+        SUBSCRIBER_QUEUE - 1
+    ))));
+    false
 }
 
 /// Locks `mutex`, also after a panic elsewhere: no [`Trainer`] method panics on a request, and the

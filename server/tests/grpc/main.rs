@@ -9,10 +9,13 @@
 
 mod aggregation;
 mod bad_input;
+mod bounds;
 mod checkpoints;
+mod delivery;
 mod foreign_checkpoints;
 mod health;
 mod layouts;
+mod numerics;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,6 +34,8 @@ const PARAMS: usize = 5;
 const BLOCKS: u32 = 6;
 
 struct Server {
+    /// For a client on a connection of its own.
+    url: String,
     channel: Channel,
     training: TrainingClient<Channel>,
     control: ControlClient<Channel>,
@@ -56,6 +61,7 @@ async fn start(store: Option<CheckpointStore>, max_message_bytes: usize) -> Serv
     });
     let channel = anyk_proto::transport::channel(&url).unwrap();
     Server {
+        url,
         channel: channel.clone(),
         training: TrainingClient::new(channel.clone()),
         control: ControlClient::new(channel),
