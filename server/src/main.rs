@@ -46,6 +46,7 @@ async fn run(args: ServerLaunch) -> Result<(), Box<dyn std::error::Error>> {
         checkpoint_every: args.checkpoint_every,
         strict: args.strict,
         faulty_after: args.faulty_after,
+        clip_norm: args.clip_norm,
     };
     let store = args.checkpoint_dir.map(CheckpointStore::new);
     let state = ServerState::new(load_trainer(settings, store.as_ref())?, store);
