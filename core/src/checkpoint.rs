@@ -43,7 +43,8 @@ struct Header {
     params: usize,
     first_moment: usize,
     second_moment: usize,
-    loss: f32,
+    /// JSON has no NaN: a non-finite loss (NaN before the first step) is written as null.
+    loss: Option<f32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +73,7 @@ impl Checkpoint {
             params: self.params.len(),
             first_moment: self.optimizer.first_moment.len(),
             second_moment: self.optimizer.second_moment.len(),
-            loss: self.loss,
+            loss: self.loss.is_finite().then_some(self.loss),
         };
         let header = serde_json::to_vec(&header).expect("header serializes");
         let mut out = MAGIC.to_vec();
@@ -114,8 +115,9 @@ impl Checkpoint {
         }
         let mut arrays = &rest[header_len..];
         let mut take = |len: usize| -> Result<Vec<f32>, CheckpointError> {
-            let bytes = arrays.get(..len * 4).ok_or(CheckpointError::Truncated)?;
-            arrays = &arrays[len * 4..];
+            let len = len.checked_mul(4).ok_or(CheckpointError::Truncated)?;
+            let bytes = arrays.get(..len).ok_or(CheckpointError::Truncated)?;
+            arrays = &arrays[len..];
             Ok(tensor_bytes::from_bytes(bytes).expect("whole f32 values"))
         };
         let params = take(header.params)?;
@@ -131,7 +133,7 @@ impl Checkpoint {
                 second_moment,
             },
             params,
-            loss: header.loss,
+            loss: header.loss.unwrap_or(f32::NAN),
             job: header.job,
         })
     }
@@ -188,6 +190,39 @@ mod tests {
         let digest = ckpt.job.as_ref().unwrap().digest();
         let text = String::from_utf8_lossy(&ckpt.encode()).into_owned();
         assert!(text.contains(&format!("\"job_digest\":\"{digest}\"")), "{text}");
+    }
+
+    #[test]
+    fn a_non_finite_loss_round_trips_as_nan() {
+        // Found by fuzz/fuzz_targets/initialize.rs: the loss is NaN until the first step, and
+        // JSON writes it as null, which a checkpoint taken at step 0 could not decode.
+        for loss in [f32::NAN, f32::INFINITY] {
+            let ckpt = Checkpoint { loss, ..sample() };
+            assert!(Checkpoint::decode(&ckpt.encode()).unwrap().loss.is_nan());
+        }
+    }
+
+    #[test]
+    fn an_array_length_that_overflows_is_truncated() {
+        // Seen while writing fuzz/fuzz_targets/checkpoint_decode.rs: 4 * params wrapped around
+        // in a release build (and panicked in a debug one).
+        let bytes = sample().encode();
+        let len = u64::from_le_bytes(bytes[10..18].try_into().unwrap()) as usize;
+        let header = std::str::from_utf8(&bytes[18..18 + len]).unwrap();
+        // 4 times this wraps to 0: an empty parameter array, had it not been refused.
+        let huge = format!("\"params\":{},\"first_moment\"", usize::MAX / 4 + 1);
+        let altered = header.replace("\"params\":3,\"first_moment\"", &huge);
+        assert_ne!(altered, header);
+        let mut out = MAGIC.to_vec();
+        out.extend((altered.len() as u64).to_le_bytes());
+        out.extend(altered.as_bytes());
+        out.extend(&bytes[18 + len..bytes.len() - 32]);
+        let sum = Sha256::digest(&out);
+        out.extend(sum);
+        assert!(matches!(
+            Checkpoint::decode(&out),
+            Err(CheckpointError::Truncated)
+        ));
     }
 
     #[test]
