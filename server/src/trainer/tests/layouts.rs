@@ -140,6 +140,10 @@ fn units_that_do_not_tile_the_blocks_are_refused() {
             [(0, 3), (3, 5)],
             [(1, 3), (3, 6)],
             [(0, 0), (0, 6)],
+            // An empty or reversed last unit (found by fuzzing: the first once panicked in the
+            // reduction of the step that covered every block).
+            [(0, 8), (8, 6)],
+            [(0, 6), (6, 6)],
         ]
         .into_iter()
         .map(|units| (tiling(units), LayoutError::UnitsDoNotTile))
