@@ -154,6 +154,17 @@ pub enum LocalError {
     NonFinite { step: u64, reason: String, logs: String },
 }
 
+impl LocalError {
+    /// The server refused step `p.failed_step` as non-finite; the logs are in `logs`.
+    fn non_finite(p: &anyk_proto::v1::Progress, logs: &str) -> Self {
+        Self::NonFinite {
+            step: p.failed_step,
+            reason: p.failed_reason.clone(),
+            logs: logs.to_string(),
+        }
+    }
+}
+
 impl LocalArgs {
     /// When the job has failed.
     pub fn limits(&self) -> policy::Limits {

@@ -179,14 +179,9 @@ impl Supervisor {
     /// A progress report: check coverage, inject the kills that are due, replace the workers
     /// reported faulty, heal with the workers that joined.
     async fn on_progress(&mut self, p: Progress) -> Result<(), LocalError> {
+        // A step the server refused as non-finite: no replacement can change that.
         if !p.failed_reason.is_empty() {
-            // The server refused a step that would have made the model non-finite: no worker
-            // replacement can change that, so the run ends here.
-            return Err(LocalError::NonFinite {
-                step: p.failed_step,
-                reason: p.failed_reason,
-                logs: self.logs.to_string(),
-            });
+            return Err(LocalError::non_finite(&p, &self.logs));
         }
         if p.step > self.step {
             self.record_steps(&p);

@@ -356,28 +356,20 @@ fn progress_is_written_only_when_it_changed() {
 #[test]
 fn a_non_finite_step_fails_the_job_at_once_and_replaces_nothing() {
     let d = decide(&job(), &seen(&running_status(), [Ready; 8], Ready));
-    let ServerState::Reachable {
-        mut progress,
-        finished,
-    } = server_at(41, false)
-    else {
-        unreachable!("server_at answers")
-    };
-    progress.failure = Some(crate::crd::TrainingFailure {
+    let progress = crate::crd::Progress {
         step: 41,
-        reason: "the reduced gradient is not finite at index 0 (inf)".into(),
-    });
-    let (actions, next) = after_server(
-        &job(),
-        training(&d),
-        ServerState::Reachable { progress, finished },
-        at(100),
-    );
-    assert_eq!(
-        next,
-        Next::After(Duration::ZERO),
-        "failed at the next pass, not in 5 s"
-    );
+        failure: Some(crate::crd::TrainingFailure {
+            step: 41,
+            reason: "the reduced gradient is not finite at index 0 (inf)".into(),
+        }),
+        ..Default::default()
+    };
+    let server = ServerState::Reachable {
+        progress,
+        finished: false,
+    };
+    let (actions, next) = after_server(&job(), training(&d), server, at(100));
+    assert_eq!(next, Next::After(Duration::ZERO), "failed at the next pass");
     let reported = actions.status.unwrap();
     // A worker that failed meanwhile is not replaced: the job fails, and every pod goes.
     let failed = decide(&job(), &seen(&reported, with_one(Failed, 2), Ready));
@@ -388,13 +380,8 @@ fn a_non_finite_step_fails_the_job_at_once_and_replaces_nothing() {
     assert_eq!(status.phase.as_deref(), Some(phase::FAILED));
     let condition = status.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
     assert_eq!(condition.reason, "NonFinite");
-    assert!(
-        condition
-            .message
-            .starts_with("training failed at step 41: the reduced gradient is not finite"),
-        "{}",
-        condition.message
-    );
+    let said = "training failed at step 41: the reduced gradient is not finite";
+    assert!(condition.message.starts_with(said), "{}", condition.message);
     let again = decide(&job(), &seen(&status, [Missing; 8], Missing));
     assert!(again.actions.notes.is_empty(), "said once");
     assert!(again.actions.create_pods.is_empty(), "failed for good");
