@@ -94,6 +94,10 @@ async fn the_apiserver_enforces_the_coverage_bound_ranges_and_immutability() {
             json!({ "training": { "learningRate": 0.0 } }),
             "learningRate must be positive",
         ),
+        (
+            json!({ "training": { "clipNorm": 0.0 } }),
+            "clipNorm must be positive",
+        ),
         // Accepted by every other rule until the status bound (m = 65536, r = 8 once was).
         (
             json!({ "dataset": { "blocks": 65536 }, "replication": 8 }),
@@ -157,6 +161,10 @@ async fn the_apiserver_enforces_the_coverage_bound_ranges_and_immutability() {
         (
             json!({ "training": { "checkpointClaim": "ckpt" } }),
             "training.checkpointClaim is immutable",
+        ),
+        (
+            json!({ "training": { "clipNorm": 1.0 } }),
+            "training.clipNorm is immutable",
         ),
         (
             json!({ "training": { "steps": 999 } }),
