@@ -77,8 +77,9 @@ pub fn heal(layout: &Layout, workers: &[WorkerState], created: bool) -> Healing 
                 healing.repair_moves = moves;
             }
             Err(RepairError::CoverageLost { .. }) => healing.coverage_lost = true,
-            // Only a malformed layout has members out of range: nothing sensible to repair.
-            Err(RepairError::UnknownWorker(_)) => {}
+            // Only a malformed layout has members out of range, or the last epoch there is:
+            // nothing sensible to repair.
+            Err(RepairError::UnknownWorker(_) | RepairError::EpochExhausted(_)) => {}
         }
     }
     let joined: Vec<u32> = (0..layout.workers)

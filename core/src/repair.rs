@@ -21,6 +21,17 @@ pub enum RepairError {
     CoverageLost { live: u32, target: u32 },
     #[error("worker {0} is not a worker id of this layout")]
     UnknownWorker(u32),
+    #[error("layout epoch {0} is the last there is: no newer layout can be made")]
+    EpochExhausted(u64),
+}
+
+/// The epoch after `layout`'s, checked: a wrapped epoch would read as the oldest there is, and
+/// every server would refuse it (docs/design.md, invariant 3).
+fn next_epoch(layout: &Layout) -> Result<u64, RepairError> {
+    layout
+        .epoch
+        .checked_add(1)
+        .ok_or(RepairError::EpochExhausted(layout.epoch))
 }
 
 /// The layout for the surviving members after `lost` workers are gone: every block that lost a
@@ -30,7 +41,7 @@ pub enum RepairError {
 pub fn repair(layout: &Layout, lost: &[u32]) -> Result<(Layout, Vec<Move>), RepairError> {
     check_ids(layout, lost)?;
     let mut next = layout.clone();
-    next.epoch += 1;
+    next.epoch = next_epoch(layout)?;
     for w in lost {
         next.members.remove(w);
     }
@@ -72,7 +83,7 @@ pub fn repair(layout: &Layout, lost: &[u32]) -> Result<(Layout, Vec<Move>), Repa
 pub fn rebalance(layout: &Layout, joined: &[u32]) -> Result<(Layout, Vec<Move>), RepairError> {
     check_ids(layout, joined)?;
     let mut next = layout.clone();
-    next.epoch += 1;
+    next.epoch = next_epoch(layout)?;
     next.members.extend(joined.iter().copied());
     let prefer: BTreeSet<u32> = joined.iter().copied().collect();
     let mut loads = next.loads();

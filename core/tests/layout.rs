@@ -198,6 +198,17 @@ fn repair_reports_coverage_lost_instead_of_pretending() {
     assert_eq!(repair(&layout, &[9]).unwrap_err(), RepairError::UnknownWorker(9));
 }
 
+#[test]
+fn the_last_epoch_is_not_wrapped_to_the_oldest() {
+    let last = Layout {
+        epoch: u64::MAX,
+        ..plan(24, 3, 8, 6).unwrap()
+    };
+    let exhausted = RepairError::EpochExhausted(u64::MAX);
+    assert_eq!(repair(&last, &[1]).unwrap_err(), exhausted);
+    assert_eq!(rebalance(&last, &[]).unwrap_err(), exhausted);
+}
+
 #[derive(Debug, Clone)]
 enum Event {
     Fail(Vec<u32>),

@@ -13,10 +13,14 @@ pub const MAX_WORKERS: u32 = 4096;
 /// The most block copies (sum of the holder lists) a layout may have: the CRD's bound on
 /// `dataset.blocks * replication` (operator/src/crd.rs, `MAX_BLOCK_COPIES`).
 pub const MAX_BLOCK_COPIES: u32 = 131_072;
-/// How far above the current epoch (0 without a layout) a pushed layout may go. The operator
-/// bumps the epoch by one per repair or rebalance; a bound keeps a forged or corrupt epoch
-/// (2^64 - 1) from fencing every later push out.
+/// How far above the current epoch a pushed layout may go. The operator bumps the epoch by one
+/// per repair or rebalance; a bound keeps a forged or corrupt epoch (2^64 - 1) from fencing
+/// every later push out.
 pub const MAX_EPOCH_JUMP: u64 = 1_000_000;
+/// The highest epoch of a first layout (the server has none): the operator's own bound on the
+/// epochs it keeps in status (operator/src/reconcile/restore.rs, `MAX_EPOCH`), so a replaced
+/// server without a checkpoint takes any layout the operator can hold.
+pub const MAX_FIRST_EPOCH: u64 = 1 << 50;
 
 /// The current layout, if `worker` is one of its worker ids.
 pub(super) fn member(layout: Option<&Layout>, worker: u32) -> Result<&Layout, RequestError> {
@@ -75,14 +79,15 @@ pub(super) fn validate(
 }
 
 /// Refuses an older epoch, a known epoch with different contents, and a jump of more than
-/// [`MAX_EPOCH_JUMP`]; the same layout again (an operator that restarted) is fine.
+/// [`MAX_EPOCH_JUMP`] (a first layout: above [`MAX_FIRST_EPOCH`]); the same layout again (an
+/// operator that restarted) is fine.
 pub(super) fn fence(layout: &Layout, current: Option<&Layout>) -> Result<(), RequestError> {
-    let current_epoch = current.map_or(0, |c| c.epoch);
-    if layout.epoch > current_epoch.saturating_add(MAX_EPOCH_JUMP) {
+    let (current_epoch, max) = current.map_or((0, MAX_FIRST_EPOCH), |c| (c.epoch, MAX_EPOCH_JUMP));
+    if layout.epoch > current_epoch.saturating_add(max) {
         return Err(RequestError::EpochJump {
             got: layout.epoch,
             current: current_epoch,
-            max: MAX_EPOCH_JUMP,
+            max,
         });
     }
     match current {

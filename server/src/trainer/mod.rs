@@ -25,7 +25,7 @@ use crate::error::RequestError;
 use crate::settings::Settings;
 use crate::tensor;
 use counters::Counters;
-pub use layouts::{MAX_BLOCK_COPIES, MAX_EPOCH_JUMP, MAX_WORKERS};
+pub use layouts::{MAX_BLOCK_COPIES, MAX_EPOCH_JUMP, MAX_FIRST_EPOCH, MAX_WORKERS};
 use model::Model;
 pub use numerics::NonFinite;
 

@@ -8,7 +8,7 @@ use anyk_core::checkpoint::Checkpoint;
 
 use super::{BLOCKS, PARAMS, fractional, ready, settings, tensor};
 use crate::error::{LayoutError, RequestError};
-use crate::trainer::{MAX_BLOCK_COPIES, MAX_EPOCH_JUMP, MAX_WORKERS, Trainer};
+use crate::trainer::{MAX_BLOCK_COPIES, MAX_EPOCH_JUMP, MAX_FIRST_EPOCH, MAX_WORKERS, Trainer};
 
 #[test]
 fn an_empty_model_is_refused_and_the_job_still_takes_a_real_one() {
@@ -105,11 +105,17 @@ fn an_epoch_may_not_jump_and_the_top_epoch_cannot_lock_the_operator_out() {
             Err(RequestError::EpochJump {
                 got: u64::MAX,
                 current: 0,
-                max: MAX_EPOCH_JUMP
+                max: MAX_FIRST_EPOCH
             })
         ),
         "{refused:?}"
     );
+    // A replaced server without a checkpoint takes the operator's layout at any epoch it keeps.
+    let first = Layout {
+        epoch: MAX_FIRST_EPOCH,
+        ..fractional()
+    };
+    Trainer::new(settings()).set_layout(first).unwrap();
     t.set_layout(fractional()).unwrap();
     let far = Layout {
         epoch: 1 + MAX_EPOCH_JUMP + 1,
