@@ -56,3 +56,123 @@ async fn forward(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use anyk_proto::v1::training_server::{Training, TrainingServer};
+    use anyk_proto::v1::{
+        Assignment, GradientRequest, GradientResponse, InitializeRequest, InitializeResponse, JoinRequest,
+        JoinResponse, StepReady, worker_event::Event,
+    };
+    use tonic::codegen::tokio_stream::{self, Stream, StreamExt};
+    use tonic::transport::server::TcpIncoming;
+    use tonic::{Request, Response};
+
+    use super::*;
+
+    type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<WorkerEvent, Status>> + Send>>;
+
+    /// A server whose first subscription ends with `first_end` after one assignment (epoch 1);
+    /// later ones send the current assignment (epoch 2) and step 5, then stay open.
+    struct Fake {
+        subscriptions: AtomicU32,
+        first_end: Code,
+    }
+
+    fn assignment(epoch: u64) -> Result<WorkerEvent, Status> {
+        let event = Event::Assignment(Assignment {
+            epoch,
+            ..Assignment::default()
+        });
+        Ok(WorkerEvent { event: Some(event) })
+    }
+
+    #[tonic::async_trait]
+    impl Training for Fake {
+        type SubscribeStream = EventStream;
+
+        async fn subscribe(&self, _: Request<SubscribeRequest>) -> Result<Response<EventStream>, Status> {
+            let events: Vec<Result<WorkerEvent, Status>> =
+                if self.subscriptions.fetch_add(1, Ordering::SeqCst) == 0 {
+                    vec![assignment(1), Err(Status::new(self.first_end, "closed"))]
+                } else {
+                    let step = Event::Step(StepReady {
+                        step: 5,
+                        params: None,
+                    });
+                    vec![assignment(2), Ok(WorkerEvent { event: Some(step) })]
+                };
+            let stream = tokio_stream::iter(events).chain(tokio_stream::pending());
+            Ok(Response::new(Box::pin(stream)))
+        }
+
+        async fn join(&self, _: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn initialize(
+            &self,
+            _: Request<InitializeRequest>,
+        ) -> Result<Response<InitializeResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn push_gradient(
+            &self,
+            _: Request<GradientRequest>,
+        ) -> Result<Response<GradientResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+    }
+
+    async fn events_from(first_end: Code) -> Events {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let fake = Fake {
+            subscriptions: AtomicU32::new(0),
+            first_end,
+        };
+        let server = tonic::transport::Server::builder()
+            .add_service(TrainingServer::new(fake))
+            .serve_with_incoming(TcpIncoming::from(listener));
+        tokio::spawn(server);
+        let mut client = TrainingClient::new(anyk_proto::transport::channel(&url).unwrap());
+        subscribe(&mut client, 1).await.unwrap()
+    }
+
+    fn describe(item: Option<Result<WorkerEvent, Status>>) -> String {
+        match item {
+            Some(Ok(WorkerEvent {
+                event: Some(Event::Assignment(a)),
+            })) => format!("assignment {}", a.epoch),
+            Some(Ok(WorkerEvent {
+                event: Some(Event::Step(s)),
+            })) => format!("step {}", s.step),
+            Some(Ok(other)) => format!("{other:?}"),
+            Some(Err(status)) => format!("error {:?}", status.code()),
+            None => "end".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_closed_for_falling_behind_is_opened_again() {
+        let mut events = events_from(Code::Aborted).await;
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(describe(events.recv().await));
+        }
+        assert_eq!(seen, ["assignment 1", "assignment 2", "step 5"]);
+    }
+
+    #[tokio::test]
+    async fn any_other_end_goes_to_the_run_loop() {
+        let mut events = events_from(Code::Internal).await;
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            seen.push(describe(events.recv().await));
+        }
+        assert_eq!(seen, ["assignment 1", "error Internal", "end"]);
+    }
+}
