@@ -11,6 +11,7 @@ mod replicas;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use agreement::Agreement;
@@ -27,6 +28,7 @@ use crate::tensor;
 use counters::Counters;
 pub use layouts::{MAX_BLOCK_COPIES, MAX_EPOCH_JUMP, MAX_FIRST_EPOCH, MAX_WORKERS};
 use model::Model;
+pub use model::Params;
 pub use numerics::NonFinite;
 
 /// One training job as the server sees it.
@@ -235,7 +237,23 @@ impl Trainer {
         }
     }
 
+    /// Progress without hashing the parameters under the caller's lock: `param_sha256` is
+    /// filled only when already known, and the parameters come along for the caller to hash
+    /// after it let go of the lock ([`Params::digest`]).
+    pub fn progress_unhashed(&self) -> (Progress, Option<Arc<Params>>) {
+        let params = self.model.as_ref().map(|m| m.params.clone());
+        let mut progress = self.progress_with(|_| String::new());
+        if let Some(known) = params.as_ref().and_then(|p| p.known_digest()) {
+            progress.param_sha256 = known.to_string();
+        }
+        (progress, params)
+    }
+
     pub fn progress(&self) -> Progress {
+        self.progress_with(|params| params.digest().to_string())
+    }
+
+    fn progress_with(&self, digest: impl Fn(&Params) -> String) -> Progress {
         let model = self.model.as_ref();
         Progress {
             step: self.step(),
@@ -243,7 +261,7 @@ impl Trainer {
             loss: model.map_or(f32::NAN, |m| m.loss),
             epoch: self.layout.as_ref().map_or(0, |l| l.epoch),
             finished: self.is_finished(),
-            param_sha256: model.map(|m| m.digest().to_string()).unwrap_or_default(),
+            param_sha256: model.map(|m| digest(&m.params)).unwrap_or_default(),
             strict: self.settings.strict,
             failed_reason: self
                 .failure
@@ -271,7 +289,7 @@ impl Trainer {
             step: model.step,
             layout: self.layout.clone(),
             optimizer: model.optimizer.clone(),
-            params: model.params.clone(),
+            params: model.params.to_vec(),
             loss: model.loss,
         })
     }

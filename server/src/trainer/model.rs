@@ -2,7 +2,8 @@
 //! counter, and the step being collected.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
+use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyk_core::Layout;
@@ -16,7 +17,8 @@ use crate::settings::Settings;
 use crate::tensor;
 
 pub(super) struct Model {
-    pub params: Vec<f32>,
+    /// Shared, so that a progress report can hash them outside the job lock.
+    pub params: Arc<Params>,
     pub optimizer: Optimizer,
     /// Completed updates; workers compute step `step` on the current parameters.
     pub step: u64,
@@ -24,8 +26,39 @@ pub(super) struct Model {
     pub loss: f32,
     /// The step being collected; `None` once the last step is done.
     pub round: Option<Round>,
-    /// [`Model::digest`], reset whenever the parameters change.
+}
+
+/// The parameters of one step, and their SHA-256 once someone asked for it.
+pub struct Params {
+    values: Vec<f32>,
     digest: OnceLock<String>,
+}
+
+impl Params {
+    fn new(values: Vec<f32>) -> Self {
+        Self {
+            values,
+            digest: OnceLock::new(),
+        }
+    }
+
+    /// Computed once however many ask (at 16M parameters it takes 0.1-0.3 s).
+    pub fn digest(&self) -> &str {
+        self.digest.get_or_init(|| param_sha256(&self.values))
+    }
+
+    /// The digest if it was computed already.
+    pub fn known_digest(&self) -> Option<&str> {
+        self.digest.get().map(String::as_str)
+    }
+}
+
+impl Deref for Params {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        &self.values
+    }
 }
 
 /// The step being collected.
@@ -45,12 +78,11 @@ impl Model {
     /// [`Model::open_round`].
     pub fn new(params: Vec<f32>, optimizer: Optimizer, step: u64, loss: f32) -> Self {
         Self {
-            params,
+            params: Arc::new(Params::new(params)),
             optimizer,
             step,
             loss,
             round: None,
-            digest: OnceLock::new(),
         }
     }
 
@@ -85,18 +117,11 @@ impl Model {
         let Some(round) = self.round.take() else {
             return Ok(None);
         };
-        self.params = params;
+        self.params = Arc::new(Params::new(params));
         self.optimizer = optimizer;
-        self.digest = OnceLock::new();
         self.loss = round.losses.values().sum::<f32>() / round.losses.len().max(1) as f32;
         self.step += 1;
         Ok(Some(round))
-    }
-
-    /// SHA-256 of the parameters, computed once per step however many ask (progress callers
-    /// hold the job lock while they ask).
-    pub fn digest(&self) -> &str {
-        self.digest.get_or_init(|| param_sha256(&self.params))
     }
 
     /// What workers do next: compute the current step, or stop.
@@ -104,7 +129,7 @@ impl Model {
         let event = if self.is_finished() {
             Event::Finished(Finished {
                 step: self.step,
-                param_sha256: self.digest().to_string(),
+                param_sha256: self.params.digest().to_string(),
             })
         } else {
             Event::Step(StepReady {

@@ -153,3 +153,24 @@ fn only_the_layouts_worker_ids_subscribe() {
     assert_eq!(assignment.epoch, 1);
     assert!(event.is_none(), "no parameters yet");
 }
+
+#[test]
+fn progress_leaves_hashing_to_the_caller_and_each_step_is_hashed_once() {
+    let layout = fractional();
+    let mut t = ready(&layout);
+    super::complete_step(&mut t, &layout);
+    let (unhashed, params) = t.progress_unhashed();
+    assert_eq!(unhashed.param_sha256, "", "not hashed under the caller's lock");
+    let params = params.unwrap();
+    assert_eq!(params.known_digest(), None);
+    let digest = params.digest().to_string();
+    assert_eq!(t.progress().param_sha256, digest);
+    let (known, _) = t.progress_unhashed();
+    assert_eq!(known.param_sha256, digest, "known once computed");
+    super::complete_step(&mut t, &layout);
+    assert_eq!(
+        t.progress_unhashed().0.param_sha256,
+        "",
+        "a new step, new parameters"
+    );
+}
