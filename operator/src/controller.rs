@@ -1,6 +1,7 @@
 //! The controller: what every pass shares ([`Context`]), the retry policy, and the wiring of the
 //! kube-runtime Controller that calls [`crate::reconcile::reconcile`].
 
+use crate::tls::Authorities;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -30,6 +31,8 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub channels: Channels,
+    /// The jobs' certificate authorities (docs/design.md, invariant 11).
+    pub authorities: Authorities,
     /// One recorder for all Events, so that repeated ones are counted rather than duplicated.
     pub recorder: Recorder,
     pub backoff: Backoff,
@@ -57,6 +60,7 @@ impl Context {
             settings,
             metrics,
             channels: Channels::default(),
+            authorities: Authorities::default(),
             backoff: Backoff::default(),
             caches,
             expectations,
@@ -93,7 +97,14 @@ impl Context {
     /// Pushes the layout when the server holds an older one and reads its progress. Should the
     /// server hold a newer epoch, the layout was pushed stamped above it, and `layout` says so.
     pub async fn ask_server(&self, job: &TrainingJob, endpoint: &str, layout: &mut Layout) -> ServerState {
-        match server_link::sync(&self.channels, endpoint, layout).await {
+        let tls = match self.authorities.for_job(&self.client, job).await {
+            Ok(tls) => tls,
+            Err(err) => {
+                tracing::warn!(job = %job.name_any(), error = %crate::server_link::error_chain(&err), "no TLS credentials for the server");
+                return ServerState::Unreachable(format!("no TLS credentials for the job's server: {err}"));
+            }
+        };
+        match server_link::sync(&self.channels, endpoint, &tls, layout).await {
             Ok(report) => {
                 if report.epoch != layout.epoch {
                     tracing::warn!(job = %job.name_any(), ours = layout.epoch, now = report.epoch,

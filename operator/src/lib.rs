@@ -17,3 +17,4 @@ pub mod reconcile;
 pub mod server_link;
 pub mod settings;
 pub mod status;
+pub mod tls;

@@ -10,6 +10,7 @@ use anyk_proto::v1::{ProgressRequest, SetLayoutRequest, control_client::ControlC
 use tonic::transport::Channel;
 
 use crate::crd::{Progress, TrainingFailure, WorkerIncarnation};
+use crate::tls::JobTls;
 
 /// Each call gives up after this long: an unreachable server must not hold up healing.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -26,19 +27,22 @@ pub enum LinkError {
     EpochExhausted(u64),
 }
 
-/// One lazily connecting channel per server endpoint, reused across reconciles.
+/// One lazily connecting channel per server endpoint and job, reused across reconciles (a job
+/// recreated under the same name has another authority, so another channel).
 #[derive(Default)]
-pub struct Channels(Mutex<HashMap<String, Channel>>);
+pub struct Channels(Mutex<HashMap<(String, String), Channel>>);
 
 impl Channels {
-    fn get(&self, endpoint: &str) -> Result<Channel, LinkError> {
+    fn get(&self, endpoint: &str, tls: &JobTls) -> Result<Channel, LinkError> {
         let mut channels = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(channel) = channels.get(endpoint) {
+        let key = (endpoint.to_string(), tls.job.clone());
+        if let Some(channel) = channels.get(&key) {
             return Ok(channel.clone());
         }
-        let channel = anyk_proto::transport::channel(endpoint)
+        // Mutual TLS with the operator's certificate of this job (docs/design.md, invariant 11).
+        let channel = anyk_proto::transport::secure_channel(endpoint, Some(&tls.operator))
             .map_err(|_| LinkError::Endpoint(endpoint.to_string()))?;
-        channels.insert(endpoint.to_string(), channel.clone());
+        channels.insert(key, channel.clone());
         Ok(channel)
     }
 }
@@ -56,8 +60,13 @@ pub struct ServerReport {
 }
 
 /// Pushes `layout` unless the server already holds its epoch, then reads progress.
-pub async fn sync(channels: &Channels, endpoint: &str, layout: &Layout) -> Result<ServerReport, LinkError> {
-    let mut control = ControlClient::new(channels.get(endpoint)?);
+pub async fn sync(
+    channels: &Channels,
+    endpoint: &str,
+    tls: &JobTls,
+    layout: &Layout,
+) -> Result<ServerReport, LinkError> {
+    let mut control = ControlClient::new(channels.get(endpoint, tls)?);
     let mut progress = timed(control.get_progress(ProgressRequest {})).await?;
     let mut wanted = layout.clone();
     if progress.epoch > wanted.epoch {

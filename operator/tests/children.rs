@@ -92,7 +92,8 @@ fn workers_get_their_id_data_gpu_and_spread() {
     let a = args(&pod);
     let after = |flag: &str| a[a.iter().position(|x| x == flag).unwrap() + 1].clone();
     assert_eq!(after("--worker"), "5");
-    assert_eq!(after("--server"), "http://digits-server:50051");
+    assert_eq!(after("--server"), "https://digits-server:50051");
+    assert_eq!(after("--tls-dir"), "/tls");
     assert_eq!(after("--data"), "/data/blocks");
     let spec = pod.spec.unwrap();
     let limits = spec.containers[0].resources.clone().unwrap().limits.unwrap();
@@ -141,8 +142,8 @@ fn the_server_gets_the_training_settings() {
     let probe = spec.containers[0].readiness_probe.clone().unwrap();
     assert_eq!(
         probe.grpc.map(|g| g.port),
-        Some(50051),
-        "ready by the gRPC health service"
+        Some(50053),
+        "ready by the gRPC health service, on the plaintext health port"
     );
     let volume = &spec.volumes.unwrap()[0];
     assert_eq!(
@@ -174,8 +175,8 @@ fn the_endpoint_annotation_counts_only_when_the_operator_allows_it() {
     assert_eq!(children::external_endpoint(&job, true), None);
     assert_eq!(
         children::control_endpoint(&annotated),
-        "http://digits-server.ml.svc:50051",
-        "the job's own Service"
+        "https://digits-server.ml.svc:50052",
+        "the job's own Service, its Control port"
     );
 }
 
@@ -190,12 +191,13 @@ fn the_server_admits_its_workers_and_the_operator_only_from_its_namespace() {
         spec.pod_selector.unwrap().match_labels.unwrap()["anyk.dev/role"],
         "server"
     );
-    let rule = &spec.ingress.unwrap()[0];
-    let port = &rule.ports.as_ref().unwrap()[0];
-    assert_eq!(port.port, Some(IntOrString::Int(50051)));
-    let from = rule.from.as_ref().unwrap();
-    assert_eq!(from.len(), 2, "{from:?}");
-    let workers = from[0].pod_selector.clone().unwrap().match_labels.unwrap();
+    let rules = spec.ingress.unwrap();
+    let port = |i: usize| rules[i].ports.as_ref().unwrap()[0].port.clone();
+    let from = |i: usize| rules[i].from.clone().unwrap();
+    // Training (50051) from the job's workers only.
+    assert_eq!(port(0), Some(IntOrString::Int(50051)));
+    assert_eq!(from(0).len(), 1, "{:?}", from(0));
+    let workers = from(0)[0].pod_selector.clone().unwrap().match_labels.unwrap();
     assert_eq!(
         (
             workers["anyk.dev/job"].as_str(),
@@ -203,17 +205,31 @@ fn the_server_admits_its_workers_and_the_operator_only_from_its_namespace() {
         ),
         ("digits", "worker")
     );
-    assert_eq!(from[0].namespace_selector, None, "the job's own namespace");
-    let operator_ns = from[1].namespace_selector.clone().unwrap().match_labels.unwrap();
+    assert_eq!(from(0)[0].namespace_selector, None, "the job's own namespace");
+    // Control (50052) from the operator only.
+    assert_eq!(port(1), Some(IntOrString::Int(50052)));
+    assert_eq!(from(1).len(), 1, "{:?}", from(1));
+    let operator_ns = from(1)[0]
+        .namespace_selector
+        .clone()
+        .unwrap()
+        .match_labels
+        .unwrap();
     assert_eq!(operator_ns["kubernetes.io/metadata.name"], "anyk-system");
-    let operator = from[1].pod_selector.clone().unwrap().match_labels.unwrap();
+    let operator = from(1)[0].pod_selector.clone().unwrap().match_labels.unwrap();
     assert_eq!(operator["app.kubernetes.io/name"], "anyk-operator");
 }
 
 #[test]
 fn an_unknown_operator_namespace_admits_no_operator_at_all() {
     let policy = children::network_policy(&job(json!({})), None);
-    let from = policy.spec.unwrap().ingress.unwrap()[0].from.clone().unwrap();
+    let rules = policy.spec.unwrap().ingress.unwrap();
+    assert_eq!(
+        rules.len(),
+        1,
+        "no Control rule (an empty `from` would admit all): {rules:?}"
+    );
+    let from = rules[0].from.clone().unwrap();
     assert_eq!(from.len(), 1, "only the workers: {from:?}");
     assert_eq!(from[0].namespace_selector, None);
 }

@@ -89,6 +89,20 @@ pub struct ServerLaunch {
     /// server of another job refuses to resume them.
     #[arg(long, env = "ANYK_JOB_ID")]
     pub job_id: Option<String>,
+    /// The Control service's address (the supervisor's; workers cannot reach it on a cluster).
+    /// Default: the Training address with the next port (port 0 stays 0: any free port).
+    #[arg(long, env = "ANYK_CONTROL_LISTEN")]
+    pub control_listen: Option<SocketAddr>,
+    /// A plaintext address serving only the gRPC health service (Kubernetes' gRPC probe cannot
+    /// present a client certificate); none when absent.
+    #[arg(long, env = "ANYK_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// Mutual TLS: a directory with the job's ca.crt and this server's tls.crt and tls.key. Every
+    /// caller must then present a certificate of the job (a worker's for Training, acting only as
+    /// itself; the supervisor's for Control). Without it the server runs plaintext, trusting
+    /// every caller (tests and development only).
+    #[arg(long, env = "ANYK_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl ServerLaunch {
@@ -110,6 +124,9 @@ impl ServerLaunch {
             faulty_after: defaults::FAULTY_AFTER,
             clip_norm: None,
             job_id: None,
+            control_listen: None,
+            health_listen: None,
+            tls_dir: None,
         }
     }
 
@@ -138,7 +155,27 @@ impl ServerLaunch {
         if let Some(norm) = self.clip_norm {
             args.extend(flags([("--clip-norm", norm.to_string())]));
         }
+        if let Some(addr) = self.control_listen {
+            args.extend(flags([("--control-listen", addr.to_string())]));
+        }
+        if let Some(addr) = self.health_listen {
+            args.extend(flags([("--health-listen", addr.to_string())]));
+        }
+        if let Some(dir) = &self.tls_dir {
+            args.extend(flags([("--tls-dir", path(dir))]));
+        }
         args
+    }
+
+    /// Where the Control service listens: `--control-listen`, else the next port.
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_listen.unwrap_or_else(|| {
+            let mut addr = self.listen;
+            if addr.port() != 0 {
+                addr.set_port(addr.port().saturating_add(1));
+            }
+            addr
+        })
     }
 }
 
@@ -180,6 +217,10 @@ pub struct WorkerLaunch {
     /// worker sends, as a bad core or GPU would.
     #[arg(long, env = "ANYK_CORRUPT_FROM")]
     pub corrupt_from: Option<u64>,
+    /// Mutual TLS: a directory with the job's ca.crt and this worker's tls.crt and tls.key (the
+    /// server URL is then https://).
+    #[arg(long, env = "ANYK_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelLaunch,
 }
@@ -193,6 +234,7 @@ impl WorkerLaunch {
             straggle: defaults::STRAGGLE,
             rejoin_seconds: defaults::REJOIN_SECONDS,
             corrupt_from: None,
+            tls_dir: None,
             model,
         }
     }
@@ -208,6 +250,9 @@ impl WorkerLaunch {
         ]));
         if let Some(step) = self.corrupt_from {
             args.extend(flags([("--corrupt-from", step.to_string())]));
+        }
+        if let Some(dir) = &self.tls_dir {
+            args.extend(flags([("--tls-dir", path(dir))]));
         }
         args.extend(self.model.args());
         args
@@ -311,105 +356,4 @@ fn path(p: &std::path::Path) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use clap::Parser;
-
-    use super::*;
-
-    #[derive(Debug, Parser)]
-    struct Server {
-        #[command(flatten)]
-        launch: ServerLaunch,
-    }
-
-    #[derive(Debug, Parser)]
-    struct Worker {
-        #[command(subcommand)]
-        command: WorkerCommand,
-    }
-
-    fn parse_server(args: Vec<String>) -> ServerLaunch {
-        Server::try_parse_from(std::iter::once("anyk-server".to_string()).chain(args))
-            .unwrap()
-            .launch
-    }
-
-    fn parse_worker(args: Vec<String>) -> WorkerCommand {
-        Worker::try_parse_from(std::iter::once("anyk-worker".to_string()).chain(args))
-            .unwrap()
-            .command
-    }
-
-    #[test]
-    fn server_arguments_round_trip() {
-        let launch = ServerLaunch {
-            listen: "[::1]:0".parse().unwrap(),
-            steps: 7,
-            batch: 3,
-            seed: 42,
-            optimizer: OptimizerKind::Sgd,
-            lr: 0.3,
-            momentum: 0.5,
-            checkpoint_dir: Some("/checkpoints".into()),
-            checkpoint_every: 0,
-            max_message_bytes: 1 << 20,
-            strict: true,
-            faulty_after: 5,
-            clip_norm: Some(2.5),
-            job_id: Some("0b1c-uid".into()),
-            ..ServerLaunch::new(24)
-        };
-        assert_eq!(parse_server(launch.args()), launch);
-        assert_eq!(parse_server(ServerLaunch::new(5).args()), ServerLaunch::new(5));
-    }
-
-    #[test]
-    fn defaults_are_the_parsers_defaults() {
-        let parsed = parse_server(vec!["--blocks".into(), "5".into()]);
-        // Environment fallbacks aside (none are set for these in tests).
-        assert_eq!(parsed.optimizer, ServerLaunch::new(5).optimizer);
-        assert_eq!(parsed.steps, ServerLaunch::new(5).steps);
-        let train = parse_worker(
-            ["train", "--server", "http://s:1", "--worker", "2", "--data", "/d"]
-                .map(String::from)
-                .to_vec(),
-        );
-        assert_eq!(
-            train,
-            WorkerCommand::Train(WorkerLaunch::new("http://s:1", 2, ModelLaunch::new("/d")))
-        );
-    }
-
-    #[test]
-    fn worker_arguments_round_trip() {
-        let model = ModelLaunch {
-            model: "/data/model.pt".into(),
-            hidden: 48,
-            device: "cpu".into(),
-            threads: 2,
-            numerics: Numerics::Native,
-            ..ModelLaunch::new("/data/digits")
-        };
-        let train = WorkerCommand::Train(WorkerLaunch {
-            straggle: 2.5,
-            rejoin_seconds: 9,
-            corrupt_from: Some(4),
-            ..WorkerLaunch::new("http://127.0.0.1:50051", 3, model.clone())
-        });
-        assert_eq!(train.args()[0], "train");
-        assert_eq!(parse_worker(train.args()), train);
-        let evaluate = WorkerCommand::Evaluate(EvaluateLaunch {
-            checkpoint: "/c/ckpt".into(),
-            samples: Some("/d/test.safetensors".into()),
-            model,
-        });
-        assert_eq!(evaluate.args()[0], "evaluate");
-        assert_eq!(parse_worker(evaluate.args()), evaluate);
-    }
-
-    #[test]
-    fn unknown_optimizers_are_refused_with_the_names() {
-        let err = Server::try_parse_from(["s", "--blocks", "2", "--optimizer", "rmsprop"]).unwrap_err();
-        assert!(err.to_string().contains("adam, sgd"), "{err}");
-    }
-}
+mod tests;

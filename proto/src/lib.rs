@@ -24,4 +24,5 @@ impl v1::Tensor {
 
 pub use layout::{LayoutError, layout_from_wire, layout_to_wire};
 
+pub mod tls;
 pub mod transport;

@@ -2,7 +2,9 @@
 //! each step at the first full cover of the blocks, checkpoints, and answers the operator.
 
 pub mod error;
+pub mod identity;
 pub mod service;
+pub mod serving;
 pub mod settings;
 pub mod store;
 pub mod tensor;
@@ -14,12 +16,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyk_proto::transport::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
-use anyk_proto::v1::{control_server::ControlServer, training_server::TrainingServer};
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
+pub use identity::Guard;
 pub use service::ServerState;
+pub use serving::Endpoints;
 pub use settings::Settings;
 pub use store::CheckpointStore;
 pub use trainer::Trainer;
@@ -33,6 +34,10 @@ pub enum ServeError {
         path: PathBuf,
         source: anyk_core::job::JobMismatch,
     },
+    #[error("failed to read the TLS credentials")]
+    Tls(#[from] anyk_proto::tls::TlsError),
+    #[error("{0}")]
+    Credentials(String),
     #[error("failed to serve gRPC")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -65,43 +70,36 @@ pub fn load_trainer(settings: Settings, store: Option<&CheckpointStore>) -> Resu
     Ok(Trainer::new(settings))
 }
 
-/// Serves both services on `listener` until `shutdown` resolves, then writes a final checkpoint.
+/// Serves both services on one plaintext `listener` until `shutdown` resolves, then writes a
+/// final checkpoint: the in-process tests' server. The binary serves [`serve_job`].
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ServerState>,
     max_message_bytes: usize,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let training = TrainingServer::new(service::TrainingService(state.clone()))
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes);
-    let control = ControlServer::new(service::ControlService(state.clone()))
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes);
-    // The standard gRPC health service: Kubernetes' native gRPC probe (and any gRPC client) asks
-    // it. The server as a whole ("") and each service are SERVING from the moment it listens.
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<TrainingServer<service::TrainingService>>()
-        .await;
-    health
-        .set_serving::<ControlServer<service::ControlService>>()
-        .await;
-    tonic::transport::Server::builder()
-        .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .add_service(health_service)
-        .add_service(training)
-        .add_service(control)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), async {
-            shutdown.await;
-            state.close_streams();
-        })
-        .await?;
+    serving::serve_plaintext(listener, state.clone(), max_message_bytes, shutdown).await?;
+    final_checkpoint(&state).await;
+    Ok(())
+}
+
+/// Serves Training, Control and health on their own listeners (mutual TLS on the first two when
+/// `endpoints.tls` is set) until `shutdown` resolves, then writes a final checkpoint.
+pub async fn serve_job(
+    endpoints: Endpoints,
+    state: Arc<ServerState>,
+    max_message_bytes: usize,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    serving::serve_endpoints(endpoints, state.clone(), max_message_bytes, shutdown).await?;
+    final_checkpoint(&state).await;
+    Ok(())
+}
+
+async fn final_checkpoint(state: &ServerState) {
     if let Err(status) = state.save_checkpoint().await {
         tracing::warn!(%status, "no checkpoint on shutdown");
     }
-    Ok(())
 }
 
 /// Binds `addr` (port 0 picks a free one).

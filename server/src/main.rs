@@ -4,8 +4,10 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyk_proto::launch::ServerLaunch;
+use anyk_proto::tls::{Credentials, Identity, Role};
 use anyk_server::{
-    CheckpointStore, ServerState, Settings, TERMINATION_LOG, bind, load_trainer, report_fatal, serve,
+    CheckpointStore, Endpoints, Guard, ServeError, ServerState, Settings, TERMINATION_LOG, bind,
+    load_trainer, report_fatal, serve_job,
 };
 use clap::Parser;
 
@@ -35,6 +37,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: ServerLaunch) -> Result<(), Box<dyn std::error::Error>> {
+    let (tls, guard) = security(&args)?;
+    let control_addr = args.control_addr();
     let optimizer = args.optimizer.config(args.lr, args.momentum);
     let settings = Settings {
         job_id: args.job_id,
@@ -49,12 +53,43 @@ async fn run(args: ServerLaunch) -> Result<(), Box<dyn std::error::Error>> {
         clip_norm: args.clip_norm,
     };
     let store = args.checkpoint_dir.map(CheckpointStore::new);
-    let state = ServerState::new(load_trainer(settings, store.as_ref())?, store);
-    let listener = bind(args.listen).await?;
-    // The first line on stdout is the bound address, for whoever started us with port 0.
-    println!("anyk-server listening on {}", listener.local_addr()?);
-    serve(listener, state, args.max_message_bytes, shutdown_signal()).await?;
+    let state = ServerState::guarded(load_trainer(settings, store.as_ref())?, store, guard);
+    let endpoints = Endpoints {
+        training: bind(args.listen).await?,
+        control: bind(control_addr).await?,
+        health: match args.health_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        },
+        tls,
+    };
+    // The first lines on stdout are the bound addresses, for whoever started us with port 0.
+    println!("anyk-server listening on {}", endpoints.training.local_addr()?);
+    println!("anyk-server control on {}", endpoints.control.local_addr()?);
+    serve_job(endpoints, state, args.max_message_bytes, shutdown_signal()).await?;
     Ok(())
+}
+
+/// The server's credentials and whose callers it accepts (its own job's), from `--tls-dir`.
+fn security(args: &ServerLaunch) -> Result<(Option<Credentials>, Option<Guard>), ServeError> {
+    let Some(dir) = &args.tls_dir else {
+        tracing::warn!("no --tls-dir: plaintext, and every caller is trusted");
+        return Ok((None, None));
+    };
+    let credentials = Credentials::read_dir(dir)?;
+    let job = match credentials.identity() {
+        Some(Identity {
+            job,
+            role: Role::Server,
+        }) => job,
+        other => {
+            return Err(ServeError::Credentials(format!(
+                "{}: the certificate is not an anyk server's (it names {other:?})",
+                dir.join(anyk_proto::tls::CERT_FILE).display()
+            )));
+        }
+    };
+    Ok((Some(credentials), Some(Guard::new(job))))
 }
 
 async fn shutdown_signal() {

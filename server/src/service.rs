@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::chain;
+use crate::identity::Guard;
 use crate::store::CheckpointStore;
 use crate::trainer::Trainer;
 
@@ -38,6 +39,8 @@ pub struct ServerState {
     /// Held while a checkpoint is written, so only one is in flight; it holds the step, epoch
     /// and path of the last one written, which a caller that waited gets when nothing changed.
     checkpoints: tokio::sync::Mutex<Option<Written>>,
+    /// Whose certificates are accepted; None: plaintext, every caller trusted (tests only).
+    guard: Option<Guard>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -49,13 +52,29 @@ struct Written {
 
 impl ServerState {
     pub fn new(trainer: Trainer, store: Option<CheckpointStore>) -> Arc<Self> {
+        Self::guarded(trainer, store, None)
+    }
+
+    /// A server that checks every caller's certificate with `guard` (mutual TLS).
+    pub fn guarded(trainer: Trainer, store: Option<CheckpointStore>, guard: Option<Guard>) -> Arc<Self> {
         Arc::new(Self {
             trainer: Mutex::new(trainer),
             subscribers: Mutex::new(HashMap::new()),
             watchers: Mutex::new(Vec::new()),
             store,
             checkpoints: tokio::sync::Mutex::new(None),
+            guard,
         })
+    }
+
+    /// A Training call for `worker` (with mutual TLS: from that worker's certificate only).
+    fn authorize_worker<T>(&self, request: &Request<T>, worker: u32) -> Result<(), Status> {
+        self.guard.as_ref().map_or(Ok(()), |g| g.worker(request, worker))
+    }
+
+    /// A Control call (with mutual TLS: from the supervisor's certificate only).
+    fn authorize_operator<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        self.guard.as_ref().map_or(Ok(()), |g| g.operator(request))
     }
 
     fn trainer(&self) -> MutexGuard<'_, Trainer> {
@@ -168,6 +187,7 @@ type ProgressStream = Pin<Box<dyn Stream<Item = Result<Progress, Status>> + Send
 #[tonic::async_trait]
 impl Training for TrainingService {
     async fn join(&self, req: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        self.0.authorize_worker(&req, req.get_ref().worker)?;
         let req = req.into_inner();
         let mut trainer = self.0.trainer();
         let param_count = trainer.join(req.worker)?;
@@ -191,6 +211,7 @@ impl Training for TrainingService {
         &self,
         req: Request<InitializeRequest>,
     ) -> Result<Response<InitializeResponse>, Status> {
+        self.0.authorize_worker(&req, req.get_ref().worker)?;
         let req = req.into_inner();
         let accepted = {
             let mut trainer = self.0.trainer();
@@ -212,6 +233,7 @@ impl Training for TrainingService {
     type SubscribeStream = EventStream;
 
     async fn subscribe(&self, req: Request<SubscribeRequest>) -> Result<Response<EventStream>, Status> {
+        self.0.authorize_worker(&req, req.get_ref().worker)?;
         let worker = req.into_inner().worker;
         let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
         {
@@ -234,6 +256,7 @@ impl Training for TrainingService {
         &self,
         req: Request<GradientRequest>,
     ) -> Result<Response<GradientResponse>, Status> {
+        self.0.authorize_worker(&req, req.get_ref().worker)?;
         let req = req.into_inner();
         let (outcome, checkpoint_due) = {
             let mut trainer = self.0.trainer();
@@ -267,6 +290,7 @@ impl Control for ControlService {
         &self,
         req: Request<SetLayoutRequest>,
     ) -> Result<Response<SetLayoutResponse>, Status> {
+        self.0.authorize_operator(&req)?;
         let wire = req
             .into_inner()
             .layout
@@ -292,13 +316,18 @@ impl Control for ControlService {
         Ok(Response::new(SetLayoutResponse { epoch }))
     }
 
-    async fn get_progress(&self, _: Request<ProgressRequest>) -> Result<Response<Progress>, Status> {
+    async fn get_progress(&self, req: Request<ProgressRequest>) -> Result<Response<Progress>, Status> {
+        self.0.authorize_operator(&req)?;
         Ok(Response::new(self.0.progress()))
     }
 
     type WatchProgressStream = ProgressStream;
 
-    async fn watch_progress(&self, _: Request<ProgressRequest>) -> Result<Response<ProgressStream>, Status> {
+    async fn watch_progress(
+        &self,
+        req: Request<ProgressRequest>,
+    ) -> Result<Response<ProgressStream>, Status> {
+        self.0.authorize_operator(&req)?;
         let progress = self.0.progress();
         let mut watchers = lock(&self.0.watchers);
         watchers.retain(|tx| !tx.is_closed());
@@ -315,8 +344,9 @@ impl Control for ControlService {
 
     async fn checkpoint(
         &self,
-        _: Request<CheckpointRequest>,
+        req: Request<CheckpointRequest>,
     ) -> Result<Response<CheckpointResponse>, Status> {
+        self.0.authorize_operator(&req)?;
         let (step, path) = self.0.save_checkpoint().await?;
         Ok(Response::new(CheckpointResponse { step, path }))
     }

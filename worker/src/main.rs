@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyk_core::checkpoint::Checkpoint;
 use anyk_core::dataset::TEST_FILE;
 use anyk_proto::launch::{EvaluateLaunch, ModelLaunch, WorkerCommand, WorkerLaunch};
+use anyk_proto::tls::Credentials;
 use anyk_worker::corrupt::Corruption;
 use anyk_worker::data::{Samples, await_data_set, manifest};
 use anyk_worker::evaluate::accuracy;
@@ -87,6 +88,7 @@ fn train(args: WorkerLaunch) -> Result<(), Box<dyn std::error::Error>> {
         corruption: Corruption {
             from: args.corrupt_from,
         },
+        tls: args.tls_dir.as_deref().map(Credentials::read_dir).transpose()?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

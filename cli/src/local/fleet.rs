@@ -11,6 +11,7 @@ use anyk_proto::launch::WorkerLaunch;
 use anyk_proto::v1::Progress;
 use tokio::process::Child;
 
+use super::certs;
 use super::node_type::{Capability, NodeType, node_of};
 use super::processes::{start_worker, worker_log_name};
 use super::{Faults, LocalError};
@@ -67,6 +68,13 @@ impl Fleet {
 
     fn spawn(&mut self, launch: WorkerLaunch, joins_before: u64) -> Result<(), LocalError> {
         let worker = launch.worker;
+        let launch = WorkerLaunch {
+            tls_dir: launch
+                .tls_dir
+                .as_deref()
+                .map(|dir| certs::worker_dir(dir, worker)),
+            ..launch
+        };
         let incarnation = self.incarnations.get(&worker).copied().unwrap_or_default();
         let env = worker_env(node_of(&self.node_types, worker), launch.model.numerics);
         let child = start_worker(&self.bin, &launch, &env, incarnation, &self.logs)?;

@@ -2,6 +2,7 @@
 //! processes on loopback; this process plays the operator (layout, repair after a kill,
 //! replacement, rebalance) and shows what happens.
 
+mod certs;
 mod faults;
 mod fleet;
 mod node_type;
@@ -137,6 +138,8 @@ pub enum LocalError {
     Plan(#[from] anyk_core::PlanError),
     #[error("failed to talk to the parameter server")]
     Rpc(#[from] tonic::Status),
+    #[error("failed to make the run's TLS credentials")]
+    Tls(#[from] anyk_proto::tls::TlsError),
     #[error("failed to connect to the parameter server")]
     Connect(#[from] tonic::transport::Error),
     #[error("failed to parse {path}")]

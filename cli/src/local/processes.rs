@@ -8,6 +8,13 @@ use anyk_proto::launch::{EvaluateLaunch, ModelLaunch, ServerLaunch, WorkerLaunch
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use anyk_core::Layout;
+use anyk_proto::v1::control_client::ControlClient;
+use tonic::transport::Channel;
+
+use super::certs;
+use super::supervisor::push;
+use super::workdir::Workdir;
 use super::{LocalArgs, LocalError};
 
 /// Where the sibling binaries are: `ANYK_BIN_DIR`, else the directory of this executable.
@@ -39,13 +46,19 @@ fn log_file(logs: &Path, name: &str) -> Result<std::fs::File, LocalError> {
     })
 }
 
-/// Starts the server (on a port chosen by the system when `launch.listen` has port 0) and
-/// returns it and its URL.
+/// The server's two addresses, as URLs (https with mutual TLS).
+pub struct ServerUrls {
+    pub training: String,
+    pub control: String,
+}
+
+/// Starts the server (on ports chosen by the system when `launch` asks for port 0) and returns
+/// it and its URLs.
 pub async fn start_server(
     bin: &Path,
     launch: &ServerLaunch,
     logs: &Path,
-) -> Result<(Child, String), LocalError> {
+) -> Result<(Child, ServerUrls), LocalError> {
     let exe = bin.join("anyk-server");
     let mut child = Command::new(&exe)
         .args(launch.args())
@@ -62,21 +75,29 @@ pub async fn start_server(
         .take()
         .ok_or_else(|| LocalError::Process("anyk-server's stdout is not piped".into()))?;
     let mut lines = BufReader::new(stdout).lines();
-    let line = lines
-        .next_line()
-        .await
-        .map_err(|source| LocalError::Io {
-            what: "read the server's address".into(),
-            source,
-        })?
-        .ok_or_else(|| {
-            LocalError::Process(format!(
-                "anyk-server exited at start; see {}/server.log",
-                logs.display()
-            ))
-        })?;
-    let addr = line.rsplit(' ').next().unwrap_or_default().to_string();
-    Ok((child, format!("http://{addr}")))
+    let scheme = if launch.tls_dir.is_some() { "https" } else { "http" };
+    // Its first two lines: "anyk-server listening on ADDR", "anyk-server control on ADDR".
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let line = lines
+            .next_line()
+            .await
+            .map_err(|source| LocalError::Io {
+                what: "read the server's addresses".into(),
+                source,
+            })?
+            .ok_or_else(|| {
+                LocalError::Process(format!(
+                    "anyk-server exited at start; see {}/server.log",
+                    logs.display()
+                ))
+            })?;
+        let addr = line.rsplit(' ').next().unwrap_or_default();
+        urls.push(format!("{scheme}://{addr}"));
+    }
+    let control = urls.pop().unwrap_or_default();
+    let training = urls.pop().unwrap_or_default();
+    Ok((child, ServerUrls { training, control }))
 }
 
 /// Starts `anyk-worker train` with `env` added to its environment; its log is `worker-ID.log`
@@ -137,11 +158,13 @@ pub fn model_launch(args: &LocalArgs, data: &Path) -> ModelLaunch {
     }
 }
 
-/// The server of a local run: loopback, a port of the system's choosing, a checkpoint only at
-/// the end.
-pub fn server_launch(args: &LocalArgs, checkpoints: &Path) -> ServerLaunch {
+/// The server of a local run: loopback, ports of the system's choosing, mutual TLS with the
+/// credentials in `tls`, a checkpoint only at the end.
+pub fn server_launch(args: &LocalArgs, checkpoints: &Path, tls: &Path) -> ServerLaunch {
     ServerLaunch {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        control_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        tls_dir: Some(tls.to_path_buf()),
         steps: args.steps,
         batch: args.batch,
         seed: args.seed,
@@ -152,4 +175,26 @@ pub fn server_launch(args: &LocalArgs, checkpoints: &Path) -> ServerLaunch {
         clip_norm: args.clip_norm,
         ..ServerLaunch::new(args.blocks)
     }
+}
+
+/// The run's credentials, its server (mutual TLS) with the layout pushed, and the launch every
+/// worker starts from.
+pub async fn start_job(
+    args: &LocalArgs,
+    dirs: &Workdir,
+    bin: &std::path::Path,
+    layout: &Layout,
+) -> Result<(tokio::process::Child, ControlClient<Channel>, WorkerLaunch), LocalError> {
+    let certs = certs::make(&dirs.tls, args.workers)?;
+    let launch = server_launch(args, &dirs.checkpoints, &certs.server_dir);
+    let (server, urls) = start_server(bin, &launch, &dirs.logs).await?;
+    let channel = anyk_proto::transport::secure_channel(&urls.control, Some(&certs.supervisor))?;
+    let mut control = ControlClient::new(channel);
+    push(&mut control, layout).await?;
+    let launch = WorkerLaunch {
+        // Each worker's own directory under it (`Fleet` picks it by id).
+        tls_dir: Some(certs.workers_dir.clone()),
+        ..WorkerLaunch::new(urls.training, 0, model_launch(args, &dirs.data))
+    };
+    Ok((server, control, launch))
 }

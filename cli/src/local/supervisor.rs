@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyk_core::{Layout, Numerics, WorkerState, coverage_of, heal, plan, uncoded};
-use anyk_proto::launch::{EvaluateLaunch, WorkerLaunch};
+use anyk_proto::launch::EvaluateLaunch;
 use anyk_proto::v1::{
     CheckpointRequest, Progress, ProgressRequest, SetLayoutRequest, control_client::ControlClient,
 };
@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 use super::fleet::Fleet;
 use super::node_type;
 use super::policy::{Replacements, backoff_failure};
-use super::processes::{bin_dir, evaluate, model_launch, server_launch, start_server};
+use super::processes::{bin_dir, evaluate, start_job};
 use super::replicas::ReplicaWatch;
 use super::report::{first_line, moves_text, progress_bar, say, status_line, workers_text};
 use super::workdir::Workdir;
@@ -37,11 +37,8 @@ pub async fn run(args: &LocalArgs) -> Result<Summary, LocalError> {
     node_type::check(&args.node_type, args.workers).map_err(LocalError::Invalid)?;
     let dirs = Workdir::prepare(args)?;
     let bin = bin_dir()?;
-    let (mut server, url) = start_server(&bin, &server_launch(args, &dirs.checkpoints), &dirs.logs).await?;
-    let mut control = ControlClient::new(anyk_proto::transport::channel(&url)?);
-    push(&mut control, &layout).await?;
-    let model = model_launch(args, &dirs.data);
-    let launch = WorkerLaunch::new(url, 0, model.clone());
+    let (mut server, control, launch) = start_job(args, &dirs, &bin, &layout).await?;
+    let model = launch.model.clone();
     let nodes = args.node_type.clone();
     let fleet = Fleet::start(
         bin.clone(),
@@ -373,7 +370,7 @@ fn copies_added(before: &Layout, after: &Layout) -> usize {
         .sum()
 }
 
-async fn push(control: &mut ControlClient<Channel>, layout: &Layout) -> Result<(), LocalError> {
+pub(super) async fn push(control: &mut ControlClient<Channel>, layout: &Layout) -> Result<(), LocalError> {
     let wire = anyk_proto::layout_to_wire(layout);
     control
         .set_layout(SetLayoutRequest { layout: Some(wire) })

@@ -18,12 +18,14 @@ pub struct Workdir {
     pub data: PathBuf,
     pub logs: PathBuf,
     pub checkpoints: PathBuf,
+    /// The run's TLS credentials (made by `certs::make`).
+    pub tls: PathBuf,
 }
 
 /// The file that says `anyk local` made a directory.
 const MARKER: &str = ".anyk-local";
 /// The folders `anyk local` writes in its working directory, and `--force` removes.
-const FOLDERS: [&str; 3] = ["logs", "checkpoints", "data"];
+const FOLDERS: [&str; 4] = ["logs", "checkpoints", "data", "tls"];
 
 impl Workdir {
     /// Makes (or claims) the working directory, with new `logs` and `checkpoints` folders (the
@@ -50,6 +52,7 @@ impl Workdir {
             data,
             logs,
             checkpoints,
+            tls: dir.join("tls"),
         })
     }
 }

@@ -18,8 +18,12 @@ pub use pods::{server_pod, worker_pod};
 
 /// The field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "anyk-operator";
-/// The parameter server's gRPC port.
+/// The parameter server's Training port (workers), mutual TLS.
 pub const SERVER_PORT: u16 = 50051;
+/// The parameter server's Control port (the operator only), mutual TLS.
+pub const CONTROL_PORT: u16 = 50052;
+/// The parameter server's plaintext port with only the gRPC health service (the kubelet's probe).
+pub const HEALTH_PORT: u16 = 50053;
 pub const JOB_LABEL: &str = "anyk.dev/job";
 pub const ROLE_LABEL: &str = "anyk.dev/role";
 pub const WORKER_LABEL: &str = "anyk.dev/worker";
@@ -52,16 +56,34 @@ pub fn pod_names(job: &TrainingJob) -> impl Iterator<Item = String> + '_ {
 
 /// The URL workers use to reach the server (the Service's DNS name).
 pub fn server_url(job: &TrainingJob) -> String {
-    format!("http://{}:{SERVER_PORT}", server_name(job))
+    format!("https://{}:{SERVER_PORT}", server_name(job))
 }
 
-/// The endpoint the operator calls: the Service's cluster DNS name.
+/// The endpoint the operator calls: the Service's cluster DNS name, the Control port.
 pub fn control_endpoint(job: &TrainingJob) -> String {
     format!(
-        "http://{}.{}.svc:{SERVER_PORT}",
+        "https://{}.{}.svc:{CONTROL_PORT}",
         server_name(job),
         job.namespace().unwrap_or_default()
     )
+}
+
+/// The names the server's certificate is valid for: the Service's, as workers (same namespace)
+/// and the operator (`.ns.svc`) call it, and its fully qualified form.
+pub fn server_dns_names(job: &TrainingJob) -> Vec<String> {
+    let name = server_name(job);
+    let ns = job.namespace().unwrap_or_default();
+    vec![
+        name.clone(),
+        format!("{name}.{ns}"),
+        format!("{name}.{ns}.svc"),
+        format!("{name}.{ns}.svc.cluster.local"),
+    ]
+}
+
+/// The Secret with the TLS credentials of the pod `pod` (`{pod}-tls`).
+pub fn tls_secret_name(pod: &str) -> String {
+    format!("{pod}-tls")
 }
 
 /// The annotation's endpoint of a server outside the cluster, when the operator allows it.

@@ -12,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
-use super::{OPERATOR_APP, Role, SERVER_PORT, labels, metadata, server_name};
+use super::{CONTROL_PORT, OPERATOR_APP, Role, SERVER_PORT, labels, metadata, server_name};
 use crate::crd::TrainingJob;
 
 /// The label every namespace carries with its own name (set by the apiserver).
@@ -24,21 +24,28 @@ pub fn service(job: &TrainingJob) -> Service {
         metadata: metadata(job, server_name(job), Role::Server),
         spec: Some(ServiceSpec {
             selector: Some(labels(job, Role::Server)),
-            ports: Some(vec![ServicePort {
-                name: Some("grpc".into()),
-                port: SERVER_PORT.into(),
-                target_port: Some(IntOrString::Int(SERVER_PORT.into())),
-                app_protocol: Some("grpc".into()),
-                ..ServicePort::default()
-            }]),
+            ports: Some(vec![
+                service_port("grpc", SERVER_PORT),
+                service_port("control", CONTROL_PORT),
+            ]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
     }
 }
 
-/// Lets only the job's own workers and the operator reach its server's port: gradients and
-/// layouts are the job's business alone. The operator is admitted only from
+fn service_port(name: &str, port: u16) -> ServicePort {
+    ServicePort {
+        name: Some(name.into()),
+        port: port.into(),
+        target_port: Some(IntOrString::Int(port.into())),
+        app_protocol: Some("grpc".into()),
+        ..ServicePort::default()
+    }
+}
+
+/// Lets only the job's own workers reach its server's Training port and only the operator its
+/// Control port: gradients and layouts are the job's business alone. The operator is admitted only from
 /// `operator_namespace`; when that is unknown, not at all (fail closed: a pod labelled like the
 /// operator in any other namespace is anyone's to create).
 pub fn network_policy(job: &TrainingJob, operator_namespace: Option<&str>) -> NetworkPolicy {
@@ -55,18 +62,25 @@ pub fn network_policy(job: &TrainingJob, operator_namespace: Option<&str>) -> Ne
         )),
         ..NetworkPolicyPeer::default()
     });
-    // Control and Training share this one port today, so a worker can also reach Control; only
-    // the separate Control port of the gRPC-security issue can narrow Control to the operator.
-    let ingress = NetworkPolicyIngressRule {
-        from: Some(std::iter::once(workers).chain(operator).collect()),
+    // Training from the workers; Control only from the operator (the server also checks each
+    // caller's certificate: docs/design.md, invariant 11). The health port is left to the
+    // kubelet's probe, which comes from the node, not from a pod.
+    let training = NetworkPolicyIngressRule {
+        from: Some(vec![workers]),
         ports: Some(vec![port("TCP", SERVER_PORT)]),
     };
+    // No operator namespace, no Control rule at all: a rule with an empty `from` would admit
+    // every source.
+    let control = operator.map(|operator| NetworkPolicyIngressRule {
+        from: Some(vec![operator]),
+        ports: Some(vec![port("TCP", CONTROL_PORT)]),
+    });
     NetworkPolicy {
         metadata: metadata(job, server_name(job), Role::Server),
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(selector(labels(job, Role::Server))),
             policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(vec![ingress]),
+            ingress: Some(std::iter::once(training).chain(control).collect()),
             ..NetworkPolicySpec::default()
         }),
     }

@@ -9,16 +9,20 @@ use anyk_proto::launch::{ModelLaunch, ServerLaunch, WorkerLaunch};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, GRPCAction, HostPathVolumeSource,
     PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
-    SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
+    SecretVolumeSource, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::{Images, Role, SERVER_PORT, labels, metadata, server_name, server_url, worker_name};
+use super::{
+    CONTROL_PORT, HEALTH_PORT, Images, Role, SERVER_PORT, labels, metadata, server_name, server_url,
+    tls_secret_name, worker_name,
+};
 use crate::crd::{PodOverrides, TrainingJob};
 
 /// Where the volumes are mounted in the containers.
 const CHECKPOINT_DIR: &str = "/checkpoints";
 const DATA_DIR: &str = "/data";
+const TLS_DIR: &str = "/tls";
 /// The unprivileged user the images run as (distroless "nonroot").
 const NON_ROOT: i64 = 65532;
 
@@ -41,6 +45,10 @@ pub fn server_pod(job: &TrainingJob, images: &Images) -> Pod {
         job_id: Some(job_uid(job)),
         checkpoint_every: t.checkpoint_interval,
         strict: t.strict,
+        clip_norm: t.clip_norm.map(|c| c as f32),
+        control_listen: Some(([0, 0, 0, 0], CONTROL_PORT).into()),
+        health_listen: Some(([0, 0, 0, 0], HEALTH_PORT).into()),
+        tls_dir: Some(TLS_DIR.into()),
         ..ServerLaunch::new(spec.dataset.blocks)
     };
     let checkpoints = match &t.checkpoint_claim {
@@ -51,26 +59,38 @@ pub fn server_pod(job: &TrainingJob, images: &Images) -> Pod {
         name: "server".into(),
         image: Some(spec.server.image.clone().unwrap_or_else(|| images.server.clone())),
         args: Some(launch.args()),
-        ports: Some(vec![ContainerPort {
-            name: Some("grpc".into()),
-            container_port: SERVER_PORT.into(),
-            ..ContainerPort::default()
-        }]),
-        // Ready once its gRPC health service answers SERVING (Kubernetes' native gRPC probe), so
-        // the operator's first layout push finds it.
+        ports: Some(vec![
+            container_port("grpc", SERVER_PORT),
+            container_port("control", CONTROL_PORT),
+            container_port("health", HEALTH_PORT),
+        ]),
+        // Ready once its gRPC health service answers SERVING (Kubernetes' native gRPC probe, on
+        // the plaintext health port: the kubelet has no certificate of the job), so the
+        // operator's first layout push finds it.
         readiness_probe: Some(Probe {
             grpc: Some(GRPCAction {
-                port: SERVER_PORT.into(),
+                port: HEALTH_PORT.into(),
                 service: None,
             }),
             period_seconds: Some(2),
             ..Probe::default()
         }),
-        volume_mounts: Some(vec![mount("checkpoints", CHECKPOINT_DIR, false)]),
+        volume_mounts: Some(vec![
+            mount("checkpoints", CHECKPOINT_DIR, false),
+            mount("tls", TLS_DIR, true),
+        ]),
         ..Container::default()
     };
     let name = server_name(job);
-    restricted_pod(job, name, Role::Server, container, checkpoints, &spec.server)
+    let tls = tls_volume(&name);
+    restricted_pod(
+        job,
+        name,
+        Role::Server,
+        container,
+        vec![checkpoints, tls],
+        &spec.server,
+    )
 }
 
 /// Worker pod `worker` (0..n).
@@ -86,7 +106,10 @@ pub fn worker_pod(job: &TrainingJob, worker: u32, images: &Images) -> Pod {
     model_launch.model = model;
     model_launch.hidden = spec.model.hidden.into();
     model_launch.numerics = spec.training.numerics;
-    let launch = WorkerLaunch::new(server_url(job), worker, model_launch);
+    let launch = WorkerLaunch {
+        tls_dir: Some(TLS_DIR.into()),
+        ..WorkerLaunch::new(server_url(job), worker, model_launch)
+    };
     let data = match (&spec.dataset.persistent_volume_claim, &spec.dataset.host_path) {
         (Some(claim), _) => claim_volume("data", claim, true),
         (None, Some(path)) => Volume {
@@ -104,16 +127,17 @@ pub fn worker_pod(job: &TrainingJob, worker: u32, images: &Images) -> Pod {
         env: numerics_env(spec.training.numerics),
         image: Some(spec.worker.image.clone().unwrap_or_else(|| images.worker.clone())),
         args: Some(launch.args()),
-        volume_mounts: Some(vec![mount("data", DATA_DIR, true)]),
+        volume_mounts: Some(vec![mount("data", DATA_DIR, true), mount("tls", TLS_DIR, true)]),
         ..Container::default()
     };
     let name = worker_name(job, worker);
+    let tls = tls_volume(&name);
     let mut pod = restricted_pod(
         job,
         name,
         Role::Worker(Some(worker)),
         container,
-        data,
+        vec![data, tls],
         &spec.worker,
     );
     if let (Some(key), Some(pod_spec)) = (&spec.topology_key, pod.spec.as_mut()) {
@@ -159,7 +183,7 @@ fn restricted_pod(
     name: String,
     role: Role,
     mut container: Container,
-    volume: Volume,
+    volumes: Vec<Volume>,
     overrides: &PodOverrides,
 ) -> Pod {
     container.security_context = Some(SecurityContext {
@@ -196,7 +220,7 @@ fn restricted_pod(
                 ..PodSecurityContext::default()
             }),
             containers: vec![container],
-            volumes: Some(vec![volume]),
+            volumes: Some(volumes),
             node_selector: overrides.node_selector.clone(),
             tolerations: overrides.tolerations.clone(),
             ..PodSpec::default()
@@ -220,6 +244,28 @@ fn claim_volume(name: &str, claim: &str, read_only: bool) -> Volume {
             read_only: read_only.then_some(true),
         }),
         ..Volume::default()
+    }
+}
+
+/// The pod's TLS credentials (`{pod}-tls`, made by the operator with the pod: docs/design.md,
+/// invariant 11), readable by the pod's user only.
+fn tls_volume(pod: &str) -> Volume {
+    Volume {
+        name: "tls".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(tls_secret_name(pod)),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn container_port(name: &str, port: u16) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port.into(),
+        ..ContainerPort::default()
     }
 }
 

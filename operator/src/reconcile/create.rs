@@ -13,6 +13,7 @@ use super::notes::note;
 use crate::children::{self, FIELD_MANAGER};
 use crate::controller::Context;
 use crate::crd::TrainingJob;
+use crate::tls::{self, JobTls};
 
 /// Pods per batch: status shows the progress after each.
 pub const BATCH: usize = 256;
@@ -40,20 +41,30 @@ fn name(job: &TrainingJob, member: Member) -> String {
 
 /// Creates one batch, its pods built only now.
 pub async fn create_batch(job: &TrainingJob, ctx: &Context, ns: &str, batch: &[Member]) -> Result<(), Error> {
-    let images = &ctx.settings.images;
-    let pods: Vec<Pod> = batch
-        .iter()
-        .map(|member| match member {
-            None => children::server_pod(job, images),
-            Some(w) => children::worker_pod(job, *w, images),
-        })
-        .collect();
-    let results: Vec<Result<(), Error>> = futures::stream::iter(pods)
-        .map(|pod| create_pod(job, ctx, ns, pod))
+    let tls = ctx.authorities.for_job(&ctx.client, job).await?;
+    let results: Vec<Result<(), Error>> = futures::stream::iter(batch.iter().copied())
+        .map(|member| create_member(job, ctx, ns, &tls, member))
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
     results.into_iter().collect()
+}
+
+/// A pod with fresh credentials of its own: its Secret first, so that it mounts at once.
+async fn create_member(
+    job: &TrainingJob,
+    ctx: &Context,
+    ns: &str,
+    tls: &JobTls,
+    member: Member,
+) -> Result<(), Error> {
+    tls::store_pod_credentials(&ctx.client, job, tls, member).await?;
+    let images = &ctx.settings.images;
+    let pod = match member {
+        None => children::server_pod(job, images),
+        Some(w) => children::worker_pod(job, w, images),
+    };
+    create_pod(job, ctx, ns, pod).await
 }
 
 /// Created, not applied: a pod of the same name that is not the job's (it appeared since the

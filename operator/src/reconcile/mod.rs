@@ -59,6 +59,8 @@ pub enum Error {
     ReadStatus(#[source] kube::Error),
     #[error("the job has no namespace")]
     NoNamespace,
+    #[error("failed to make the TLS credentials of the job's pods")]
+    Tls(#[from] crate::tls::TlsSetupError),
 }
 
 impl Error {
@@ -71,6 +73,7 @@ impl Error {
             Error::WriteStatus(_) => "write_status",
             Error::ReadStatus(_) => "read_status",
             Error::NoNamespace => "no_namespace",
+            Error::Tls(_) => "tls",
         }
     }
 }

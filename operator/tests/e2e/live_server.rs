@@ -1,14 +1,17 @@
 //! The operator driving a real anyk-server and real workers through a repair to success.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::Command;
+
+use anyk_proto::tls::{Credentials, Identity, JobCa, Role};
 
 use super::MINUTE;
 use super::support::{Process, fail_pod, job_json, sibling, wait_status};
 use anyk_operator::children::SERVER_ENDPOINT_ANNOTATION;
 use anyk_operator::crd::TrainingJob;
 use anyk_testkit::{eventually, free_port, run_tool};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::json;
@@ -33,25 +36,28 @@ pub async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "anyk data split");
-    // Enough steps that the repair below lands mid-training (about 150 steps/s here).
-    let steps = 1500;
-    let port = free_port();
+    // Enough steps that the repair and the server's restart below land mid-training (150 to 400
+    // steps/s here, depending on the load).
+    let steps = 5000;
+    let (port, control_port) = (free_port(), free_port());
     let checkpoints = dir.path().join("checkpoints");
+    let tls = dir.path().join("tls");
     let start_server = |name: &str| {
         Process::start(
             name,
             Command::new(sibling("anyk-server"))
                 .args(["--listen", &format!("127.0.0.1:{port}"), "--blocks", "8"])
+                .args(["--control-listen", &format!("127.0.0.1:{control_port}")])
                 .args(["--steps", &steps.to_string(), "--batch", "16", "--seed", "1"])
                 .args(["--optimizer", "adam", "--lr", "0.01", "--checkpoint-every", "50"])
                 .arg("--checkpoint-dir")
-                .arg(&checkpoints),
+                .arg(&checkpoints)
+                .arg("--tls-dir")
+                .arg(tls.join("server")),
             dir.path(),
         )
     };
-    let server = start_server("anyk-server");
-    server.wait_for_line("listening on ");
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let endpoint = format!("https://127.0.0.1:{port}");
     let jobs: Api<TrainingJob> = Api::namespaced(client.clone(), ns);
     let mut job = job_json(
         "live",
@@ -63,18 +69,26 @@ pub async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
             "ttlSecondsAfterFinished": 5
         }),
     );
-    job.metadata.annotations = Some([(SERVER_ENDPOINT_ANNOTATION.to_string(), endpoint.clone())].into());
-    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let control_endpoint = format!("https://127.0.0.1:{control_port}");
+    job.metadata.annotations =
+        Some([(SERVER_ENDPOINT_ANNOTATION.to_string(), control_endpoint.clone())].into());
+    let created = jobs.create(&PostParams::default(), &job).await.unwrap();
+    // The server outside the cluster gets its certificate, and each worker its own, from the
+    // job's authority, which the operator made with the job's first pods.
+    let credentials = job_credentials(client, ns, &created, &tls).await;
+    let server = start_server("anyk-server");
+    server.wait_for_line("listening on ");
     wait_status(&jobs, "live", "layout 1 pushed to the server", |s| {
         s.progress
             .as_ref()
             .is_some_and(|p| p.server_layout_epoch == 1 && p.total_steps == steps)
     })
     .await;
-    let workers = start_workers(&endpoint, &data, dir.path(), "");
-    // Asked directly (status is refreshed every few seconds; this job may take only a few).
+    let workers = start_workers(&endpoint, &data, dir.path(), "", Some(&tls));
+    // Asked directly (status is refreshed every few seconds; this job may take only a few), as
+    // the operator asks: with its certificate, on the Control port.
     let mut control = anyk_proto::v1::control_client::ControlClient::new(
-        anyk_proto::transport::channel(&endpoint).unwrap(),
+        anyk_proto::transport::secure_channel(&control_endpoint, Some(&credentials)).unwrap(),
     );
     let started = eventually("training under way on the real server", MINUTE, || {
         let mut control = control.clone();
@@ -103,6 +117,11 @@ pub async fn the_operator_drives_a_real_server(client: &Client, ns: &str) {
     );
     let held = server_progress(&mut control).await.expect("the server answers");
     assert!(held.epoch >= 2, "the server holds the repaired layout: {held:?}");
+    assert!(
+        held.step + 200 < steps,
+        "the server must die mid-training (step {} of {steps})",
+        held.step
+    );
 
     // The server process dies (SIGKILL: no final checkpoint) and comes back on the same address: it
     // resumes from its newest periodic checkpoint, the workers join it again, and the operator
@@ -169,20 +188,48 @@ pub async fn server_progress(control: &mut Control) -> Option<anyk_proto::v1::Pr
 
 pub type Control = anyk_proto::v1::control_client::ControlClient<tonic::transport::Channel>;
 
-/// Four real workers against the server at `endpoint`.
-pub fn start_workers(endpoint: &str, data: &Path, dir: &Path, tag: &str) -> Vec<Process> {
+/// Four real workers against the server at `endpoint`, with their credentials under `tls`
+/// (`worker-ID/`) when given.
+pub fn start_workers(endpoint: &str, data: &Path, dir: &Path, tag: &str, tls: Option<&Path>) -> Vec<Process> {
     (0..4)
         .map(|w| {
-            Process::start(
-                &format!("anyk-worker{tag}-{w}"),
-                Command::new(sibling("anyk-worker"))
-                    .args(["train", "--server", endpoint, "--worker", &w.to_string()])
-                    .args(["--model", "mlp", "--hidden", "32", "--device", "cpu", "--data"])
-                    .arg(data),
-                dir,
-            )
+            let mut command = Command::new(sibling("anyk-worker"));
+            command
+                .args(["train", "--server", endpoint, "--worker", &w.to_string()])
+                .args(["--model", "mlp", "--hidden", "32", "--device", "cpu", "--data"])
+                .arg(data);
+            if let Some(tls) = tls {
+                command.arg("--tls-dir").arg(tls.join(format!("worker-{w}")));
+            }
+            Process::start(&format!("anyk-worker{tag}-{w}"), &mut command, dir)
         })
         .collect()
+}
+
+/// Waits for the job's authority (`{job}-tls-ca`, made by the operator), writes the server's
+/// credentials (for 127.0.0.1) and the four workers' under `dir`, and returns the operator's.
+async fn job_credentials(client: &Client, ns: &str, job: &TrainingJob, dir: &Path) -> Credentials {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = eventually("the job's certificate authority", MINUTE, || async {
+        secrets.get_opt("live-tls-ca").await.ok()?
+    })
+    .await;
+    let text = |key: &str| String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap();
+    let ca = JobCa {
+        cert_pem: text("ca.crt"),
+        key_pem: text("ca.key"),
+    };
+    let uid = job.metadata.uid.clone().unwrap();
+    let issue = |role: Role, ips: &[IpAddr]| ca.issue(&Identity::new(&uid, role), &[], ips).unwrap();
+    issue(Role::Server, &[IpAddr::V4(Ipv4Addr::LOCALHOST)])
+        .write_dir(&dir.join("server"))
+        .unwrap();
+    for w in 0..4 {
+        issue(Role::Worker(w), &[])
+            .write_dir(&dir.join(format!("worker-{w}")))
+            .unwrap();
+    }
+    issue(Role::Operator, &[])
 }
 
 /// The same job with no operator and no fault (the layout pushed by hand): its final parameter
@@ -193,21 +240,24 @@ pub async fn train_undisturbed(data: &Path, dir: &Path, steps: u64) -> String {
         "anyk-server-clean",
         Command::new(sibling("anyk-server"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--blocks", "8"])
+            .args(["--control-listen", "127.0.0.1:0"])
             .args(["--steps", &steps.to_string(), "--batch", "16", "--seed", "1"])
             .args(["--optimizer", "adam", "--lr", "0.01"]),
         dir,
     );
     server.wait_for_line("listening on ");
     let endpoint = format!("http://127.0.0.1:{port}");
+    let control_line = server.wait_for_line("control on ");
+    let control_addr = control_line.rsplit(' ').next().unwrap();
     let mut control = anyk_proto::v1::control_client::ControlClient::new(
-        anyk_proto::transport::channel(&endpoint).unwrap(),
+        anyk_proto::transport::channel(&format!("http://{control_addr}")).unwrap(),
     );
     let layout = anyk_proto::layout_to_wire(&anyk_core::plan(8, 2, 4, 3).unwrap());
     control
         .set_layout(anyk_proto::v1::SetLayoutRequest { layout: Some(layout) })
         .await
         .unwrap();
-    let _workers = start_workers(&endpoint, data, dir, "-clean");
+    let _workers = start_workers(&endpoint, data, dir, "-clean", None);
     eventually("the undisturbed run finished", 2 * MINUTE, || {
         let mut control = control.clone();
         async move {

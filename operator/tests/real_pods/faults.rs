@@ -44,7 +44,10 @@ pub async fn kill_a_worker(ns: &Namespace, id: u32) -> WorkerFault {
     let pod = ns.pod(&name).await;
     let uid = pod.metadata.uid.clone().unwrap();
     let server = ns.pod(&format!("{JOB}-server")).await;
-    let step_before = server_progress(&server).await.expect("the server answers").step;
+    let step_before = server_progress(ns, &server)
+        .await
+        .expect("the server answers")
+        .step;
     let pid = cluster::container_process(&uid, "anyk-worker").expect("the worker's process on this host");
     let killed = Instant::now();
     cluster::kill(pid);
@@ -71,15 +74,18 @@ pub async fn kill_a_worker(ns: &Namespace, id: u32) -> WorkerFault {
             .map(|w| w.gradients_accepted)
     };
     let joined_with = eventually("the replacement joined", 2 * MINUTE, || async {
-        accepted(&server_progress(&server).await?)
+        accepted(&server_progress(ns, &server).await?)
     })
     .await;
     eventually("the replacement trains", MINUTE, || async {
-        (accepted(&server_progress(&server).await?)? > joined_with).then_some(())
+        (accepted(&server_progress(ns, &server).await?)? > joined_with).then_some(())
     })
     .await;
     let training = killed.elapsed();
-    let step_after = server_progress(&server).await.expect("the server answers").step;
+    let step_after = server_progress(ns, &server)
+        .await
+        .expect("the server answers")
+        .step;
     assert!(
         step_after > step_before,
         "training went on through the worker fault"
@@ -98,20 +104,20 @@ pub async fn kill_the_server(ns: &Namespace) -> ServerFault {
     let pod = ns.pod(&name).await;
     let uid = pod.metadata.uid.clone().unwrap();
     let pid = cluster::container_process(&uid, "anyk-server").expect("the server's process on this host");
-    let killed_at = server_progress(&pod).await.expect("the server answers").step;
+    let killed_at = server_progress(ns, &pod).await.expect("the server answers").step;
     let killed = Instant::now();
     cluster::kill(pid);
     let pods = ns.pods();
     let replacement = eventually("a replacement server answers", 2 * MINUTE, || async {
         let pod = pods.get_opt(&name).await.ok()??;
         (pod.metadata.uid.as_deref() != Some(uid.as_str())).then_some(())?;
-        server_progress(&pod).await.map(|_| pod)
+        server_progress(ns, &pod).await.map(|_| pod)
     })
     .await;
     let log = pods.logs(&name, &LogParams::default()).await.unwrap();
     let resumed_from = resumed_step(&log).unwrap_or_else(|| panic!("the new server resumed:\n{log}"));
     eventually("the new server trains", 2 * MINUTE, || async {
-        (server_progress(&replacement).await?.step > resumed_from).then_some(())
+        (server_progress(ns, &replacement).await?.step > resumed_from).then_some(())
     })
     .await;
     ServerFault {

@@ -2,8 +2,8 @@
 //! example job applied with `kubectl`, and a real parameter server and real workers (the images
 //! built from this checkout) training on a real kubelet node (`hack/real-cluster`). Mid-training
 //! a worker's process and the server's process are killed and the operator's pod deleted; the
-//! job must still end with the very parameters of an undisturbed `anyk local` run. Prints the
-//! figures the README quotes.
+//! job must still end with the very parameters of an undisturbed `anyk local` run. Mutual TLS is
+//! on throughout (the operator's per-job authority). Prints the figures the README quotes.
 
 // A failed unwrap in a test is a failed test with a line number.
 #![allow(clippy::unwrap_used)]
@@ -20,7 +20,7 @@ use anyk_operator::crd::TrainingJob;
 use kube::Api;
 
 use faults::{delete_the_operator_pod, kill_a_worker, kill_the_server};
-use training::{Namespace, anyk_local_digest, evaluate, wait_status};
+use training::{Namespace, anyk_local_digest, evaluate, refuses_plaintext, wait_status};
 
 const MINUTE: Duration = Duration::from_secs(60);
 /// Long enough for three faults and their repairs mid-training (about a minute of training).
@@ -38,6 +38,11 @@ async fn a_job_on_real_pods_trains_heals_and_ends_bit_identical() {
     .await;
     let to_first_step = applied.elapsed();
     assert_eq!(first.workers_ready.as_deref(), Some("8/8"), "{first:?}");
+    let server = ns.pod("digits-server").await;
+    assert!(
+        refuses_plaintext(&server).await,
+        "mutual TLS: a caller without a certificate gets nothing"
+    );
 
     let worker = kill_a_worker(&ns, 3).await;
     let server = kill_the_server(&ns).await;

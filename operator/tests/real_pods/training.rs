@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyk_operator::crd::{TrainingJob, TrainingJobStatus};
 use anyk_proto::launch::{EvaluateLaunch, ModelLaunch};
+use anyk_proto::tls::{Credentials, Identity, JobCa, Role};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Namespace as K8sNamespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace as K8sNamespace, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -66,6 +67,23 @@ impl Namespace {
         );
     }
 
+    /// A supervisor's certificate from the job's authority (`{job}-tls-ca`, the operator's).
+    pub async fn operator_credentials(&self) -> Credentials {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.name);
+        let secret = secrets.get(&format!("{JOB}-tls-ca")).await.unwrap();
+        let text = |key: &str| String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap();
+        let ca = JobCa {
+            cert_pem: text("ca.crt"),
+            key_pem: text("ca.key"),
+        };
+        let job = Api::<TrainingJob>::namespaced(self.client.clone(), &self.name)
+            .get(JOB)
+            .await
+            .unwrap();
+        let uid = job.metadata.uid.unwrap();
+        ca.issue(&Identity::new(&uid, Role::Operator), &[], &[]).unwrap()
+    }
+
     pub async fn pod(&self, name: &str) -> Pod {
         self.pods().get(name).await.unwrap()
     }
@@ -99,10 +117,17 @@ pub async fn wait_status(
     panic!("{what}: not within {timeout:?}; last status {last:#?}");
 }
 
-/// The server's own report, straight from its pod (the host routes to pod addresses).
-pub async fn server_progress(pod: &Pod) -> Option<anyk_proto::v1::Progress> {
+/// The server's own report, straight from its pod's Control port (the host routes to pod
+/// addresses), asked as the operator asks: with a certificate of the job's supervisor.
+pub async fn server_progress(ns: &Namespace, pod: &Pod) -> Option<anyk_proto::v1::Progress> {
     let ip = pod.status.as_ref()?.pod_ip.clone()?;
-    let channel = anyk_proto::transport::channel(&format!("http://{ip}:50051")).ok()?;
+    let credentials = ns.operator_credentials().await;
+    let tls = credentials.client_config(&format!("{JOB}-server"));
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{ip}:50052"))
+        .ok()?
+        .tls_config(tls)
+        .ok()?
+        .connect_lazy();
     let mut control = anyk_proto::v1::control_client::ControlClient::new(channel);
     let call = control.get_progress(anyk_proto::v1::ProgressRequest {});
     let reply = tokio::time::timeout(Duration::from_secs(2), call)
@@ -110,6 +135,21 @@ pub async fn server_progress(pod: &Pod) -> Option<anyk_proto::v1::Progress> {
         .ok()?
         .ok()?;
     Some(reply.into_inner())
+}
+
+/// Whether a caller without the job's certificate gets nothing from the server (plaintext
+/// to its Control and Training ports).
+pub async fn refuses_plaintext(pod: &Pod) -> bool {
+    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap();
+    for port in [50051, 50052] {
+        let channel = anyk_proto::transport::channel(&format!("http://{ip}:{port}")).unwrap();
+        let mut control = anyk_proto::v1::control_client::ControlClient::new(channel);
+        let call = control.get_progress(anyk_proto::v1::ProgressRequest {});
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), call).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// Test accuracy of the final checkpoint, evaluated in the cluster by a Job running the worker

@@ -2,6 +2,7 @@
 //! gradients of its blocks in assignment order, streaming each as soon as it is ready. Blocks the
 //! server already has are skipped, and the rest abandoned once the step is aggregated.
 
+use anyk_proto::tls::Credentials;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -10,9 +11,8 @@ use anyk_core::minibatch::minibatch;
 use anyk_core::tensor_bytes;
 use anyk_proto::transport::MAX_MESSAGE_BYTES;
 use anyk_proto::v1::{
-    Assignment, GradientRequest, GradientResponse, InitializeRequest, JoinRequest, JoinResponse,
-    Tensor, TrainingSettings, WorkerEvent, training_client::TrainingClient,
-    worker_event::Event,
+    Assignment, GradientRequest, GradientResponse, InitializeRequest, JoinRequest, JoinResponse, Tensor,
+    TrainingSettings, WorkerEvent, training_client::TrainingClient, worker_event::Event,
 };
 use tch::Device;
 use tokio::sync::mpsc;
@@ -39,6 +39,8 @@ pub struct WorkerConfig {
     pub straggle: Straggle,
     /// Fault injection: wrong bits from a given step on.
     pub corruption: Corruption,
+    /// Mutual TLS: this worker's certificate and the job's authority (None: plaintext).
+    pub tls: Option<Credentials>,
 }
 
 /// What the worker did, for its exit log.
@@ -82,7 +84,7 @@ pub async fn run_rejoining(config: &WorkerConfig, window: Duration) -> Result<Ru
 }
 
 pub async fn run(config: &WorkerConfig) -> Result<RunStats, RunError> {
-    let channel = anyk_proto::transport::channel(&config.server)?;
+    let channel = anyk_proto::transport::secure_channel(&config.server, config.tls.as_ref())?;
     let mut client = TrainingClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
