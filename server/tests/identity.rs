@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyk_proto::tls::{Credentials, Identity, JobCa, Role};
 use anyk_proto::v1::{
-    JoinRequest, ProgressRequest, SetLayoutRequest, SubscribeRequest, control_client::ControlClient,
-    training_client::TrainingClient,
+    CheckpointRequest, GradientRequest, InitializeRequest, JoinRequest, ProgressRequest, SetLayoutRequest,
+    SubscribeRequest, Tensor, control_client::ControlClient, training_client::TrainingClient,
 };
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
@@ -101,6 +101,79 @@ async fn progress(channel: Channel) -> Result<(), tonic::Status> {
         .map(|_| ())
 }
 
+/// Every Training RPC made as `worker`: each one's answer.
+async fn every_training_call(channel: Channel, worker: u32) -> Vec<Result<(), tonic::Status>> {
+    let mut client = TrainingClient::new(channel);
+    let init = InitializeRequest {
+        worker,
+        params: Some(Tensor::from_f32(&[0.0; 4])),
+    };
+    let push = GradientRequest {
+        worker,
+        blocks: vec![0],
+        gradient: Some(Tensor::from_f32(&[0.0; 4])),
+        ..GradientRequest::default()
+    };
+    vec![
+        client.join(JoinRequest { worker }).await.map(|_| ()),
+        client.initialize(init).await.map(|_| ()),
+        client.subscribe(SubscribeRequest { worker }).await.map(|_| ()),
+        client.push_gradient(push).await.map(|_| ()),
+    ]
+}
+
+/// Every Control RPC: each one's answer.
+async fn every_control_call(channel: Channel) -> Vec<Result<(), tonic::Status>> {
+    let mut client = ControlClient::new(channel);
+    let layout = anyk_proto::layout_to_wire(&anyk_core::plan(4, 2, 4, 3).unwrap());
+    vec![
+        client
+            .set_layout(SetLayoutRequest { layout: Some(layout) })
+            .await
+            .map(|_| ()),
+        client.get_progress(ProgressRequest {}).await.map(|_| ()),
+        client.watch_progress(ProgressRequest {}).await.map(|_| ()),
+        client.checkpoint(CheckpointRequest {}).await.map(|_| ()),
+    ]
+}
+
+fn all_denied(answers: Vec<Result<(), tonic::Status>>, what: &str) {
+    for (i, answer) in answers.into_iter().enumerate() {
+        let status = answer.expect_err(what);
+        assert_eq!(
+            status.code(),
+            Code::PermissionDenied,
+            "{what}, call {i}: {status}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_of_the_job_may_make_no_call_of_another_role() {
+    let ca = JobCa::generate(JOB).unwrap();
+    let server = start(&ca);
+    let worker_1 = creds(&ca, Role::Worker(1));
+    let operator = creds(&ca, Role::Operator);
+    all_denied(
+        every_training_call(channel(&server.training, &worker_1), 2).await,
+        "worker 1 acting as worker 2",
+    );
+    all_denied(
+        every_training_call(channel(&server.training, &operator), 0).await,
+        "the operator acting as a worker",
+    );
+    all_denied(
+        every_control_call(channel(&server.control, &worker_1)).await,
+        "a worker calling Control",
+    );
+    // The server's certificate is for serving only (extended key usage): the handshake refuses it
+    // as a client's.
+    for answer in every_control_call(channel(&server.control, &creds(&ca, Role::Server))).await {
+        let status = answer.expect_err("the server's certificate calling Control");
+        assert!(handshake_refused(&status), "{status}");
+    }
+}
+
 #[tokio::test]
 async fn only_the_jobs_certificates_get_in_each_for_its_own_role() {
     let ca = JobCa::generate(JOB).unwrap();
@@ -161,33 +234,26 @@ async fn without_a_certificate_of_the_job_nothing_gets_in() {
         ca_pem: ca.cert_pem.clone(),
         ..creds.clone()
     };
-    let refused = [
-        progress(channel(&server.control, &trusting_the_server(&forged))).await,
-        join(
-            channel(
-                &server.training,
-                &trusting_the_server(&creds(&impostor, Role::Worker(0))),
-            ),
-            0,
-        )
-        .await,
-        // TLS without a client certificate.
-        progress(no_certificate(&server.control, &ca)).await,
-        join(no_certificate(&server.training, &ca), 0).await,
-        // Plaintext.
-        progress(plaintext(&server.control)).await,
-        join(plaintext(&server.training), 0).await,
-    ];
+    // Every RPC, with a forged certificate, with none over TLS, and in plaintext.
+    let forged_worker = trusting_the_server(&creds(&impostor, Role::Worker(0)));
+    let mut refused = Vec::new();
+    for (training, control) in [
+        (
+            channel(&server.training, &forged_worker),
+            channel(&server.control, &trusting_the_server(&forged)),
+        ),
+        (
+            no_certificate(&server.training, &ca),
+            no_certificate(&server.control, &ca),
+        ),
+        (plaintext(&server.training), plaintext(&server.control)),
+    ] {
+        refused.extend(every_training_call(training, 0).await);
+        refused.extend(every_control_call(control).await);
+    }
     for (i, result) in refused.into_iter().enumerate() {
         let status = result.expect_err("refused");
-        assert!(
-            // The handshake fails: the call never reaches the server's handlers.
-            matches!(
-                status.code(),
-                Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
-            ),
-            "case {i}: {status}"
-        );
+        assert!(handshake_refused(&status), "case {i}: {status}");
     }
 }
 
@@ -206,4 +272,13 @@ fn plaintext(url: &str) -> Channel {
     Endpoint::from_shared(url.replace("https://", "http://"))
         .unwrap()
         .connect_lazy()
+}
+
+/// The TLS handshake failed: the call never reached the server's handlers (the client sees the
+/// connection closed in one of these ways).
+fn handshake_refused(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
+    )
 }
