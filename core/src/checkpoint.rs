@@ -59,6 +59,8 @@ pub enum CheckpointError {
     Header(#[source] serde_json::Error),
     #[error("checkpoint's job digest does not match its job")]
     JobDigest,
+    #[error("checkpoint's optimizer settings are not finite")]
+    OptimizerSettings,
 }
 
 impl Checkpoint {
@@ -113,6 +115,13 @@ impl Checkpoint {
         if header.job.as_ref().map(JobIdentity::digest) != header.job_digest {
             return Err(CheckpointError::JobDigest);
         }
+        // JSON has no infinity: a setting beyond f32 (1e68) reads as one, and would be written
+        // back as null, which no decoder takes (found by fuzz/fuzz_targets/checkpoint_decode.rs).
+        let mut settings =
+            std::iter::once(&header.optimizer).chain(header.job.as_ref().map(|j| &j.config.optimizer));
+        if !settings.all(finite) {
+            return Err(CheckpointError::OptimizerSettings);
+        }
         let mut arrays = &rest[header_len..];
         let mut take = |len: usize| -> Result<Vec<f32>, CheckpointError> {
             let len = len.checked_mul(4).ok_or(CheckpointError::Truncated)?;
@@ -136,6 +145,18 @@ impl Checkpoint {
             loss: header.loss.unwrap_or(f32::NAN),
             job: header.job,
         })
+    }
+}
+
+fn finite(config: &OptimizerConfig) -> bool {
+    match *config {
+        OptimizerConfig::Sgd { lr, momentum } => [lr, momentum].iter().all(|v| v.is_finite()),
+        OptimizerConfig::Adam {
+            lr,
+            beta1,
+            beta2,
+            eps,
+        } => [lr, beta1, beta2, eps].iter().all(|v| v.is_finite()),
     }
 }
 
@@ -222,6 +243,19 @@ mod tests {
         assert!(matches!(
             Checkpoint::decode(&out),
             Err(CheckpointError::Truncated)
+        ));
+    }
+
+    #[test]
+    fn optimizer_settings_beyond_f32_are_refused() {
+        let ckpt = Checkpoint {
+            job: None,
+            ..sample()
+        };
+        let bytes = edited(&ckpt.encode(), "\"eps\":1e-8", "\"eps\":1e68");
+        assert!(matches!(
+            Checkpoint::decode(&bytes),
+            Err(CheckpointError::OptimizerSettings)
         ));
     }
 
