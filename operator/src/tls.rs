@@ -119,14 +119,20 @@ fn read_ca(secret: &Secret, uid: &str, name: &str) -> Result<JobCa, TlsSetupErro
     if !owned_by(secret, uid) {
         return Err(TlsSetupError::Foreign(name.to_string()));
     }
+    authority_in(secret).ok_or_else(|| TlsSetupError::Incomplete(name.to_string()))
+}
+
+/// The authority a `{job}-tls-ca` Secret holds, if it holds both of its files (whose it is is
+/// the caller's to check).
+pub fn authority_in(secret: &Secret) -> Option<JobCa> {
     let text = |key: &str| {
         let bytes = secret.data.as_ref()?.get(key)?;
         String::from_utf8(bytes.0.clone()).ok()
     };
-    match (text(CA_FILE), text(CA_KEY)) {
-        (Some(cert_pem), Some(key_pem)) => Ok(JobCa { cert_pem, key_pem }),
-        _ => Err(TlsSetupError::Incomplete(name.to_string())),
-    }
+    Some(JobCa {
+        cert_pem: text(CA_FILE)?,
+        key_pem: text(CA_KEY)?,
+    })
 }
 
 /// Stores a fresh certificate for the pod `member` of the job in `{pod}-tls`, replacing the one

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::process::Command;
 
-use anyk_proto::tls::{Credentials, Identity, JobCa, Role};
+use anyk_proto::tls::{Credentials, Identity, Role};
 
 use super::MINUTE;
 use super::support::{Process, fail_pod, job_json, sibling, wait_status};
@@ -214,11 +214,7 @@ async fn job_credentials(client: &Client, ns: &str, job: &TrainingJob, dir: &Pat
         secrets.get_opt("live-tls-ca").await.ok()?
     })
     .await;
-    let text = |key: &str| String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap();
-    let ca = JobCa {
-        cert_pem: text("ca.crt"),
-        key_pem: text("ca.key"),
-    };
+    let ca = anyk_operator::tls::authority_in(&secret).expect("the authority's files");
     let uid = job.metadata.uid.clone().unwrap();
     let issue = |role: Role, ips: &[IpAddr]| ca.issue(&Identity::new(&uid, role), &[], ips).unwrap();
     issue(Role::Server, &[IpAddr::V4(Ipv4Addr::LOCALHOST)])

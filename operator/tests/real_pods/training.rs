@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyk_operator::crd::{TrainingJob, TrainingJobStatus};
 use anyk_proto::launch::{EvaluateLaunch, ModelLaunch};
-use anyk_proto::tls::{Credentials, Identity, JobCa, Role};
+use anyk_proto::tls::{Credentials, Identity, Role};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace as K8sNamespace, Pod, Secret};
@@ -71,11 +71,7 @@ impl Namespace {
     pub async fn operator_credentials(&self) -> Credentials {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.name);
         let secret = secrets.get(&format!("{JOB}-tls-ca")).await.unwrap();
-        let text = |key: &str| String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap();
-        let ca = JobCa {
-            cert_pem: text("ca.crt"),
-            key_pem: text("ca.key"),
-        };
+        let ca = anyk_operator::tls::authority_in(&secret).expect("the authority's files");
         let job = Api::<TrainingJob>::namespaced(self.client.clone(), &self.name)
             .get(JOB)
             .await

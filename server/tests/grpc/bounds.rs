@@ -5,11 +5,10 @@ use std::time::{Duration, Instant};
 
 use anyk_core::Layout;
 use anyk_proto::v1::{CheckpointRequest, InitializeRequest, JoinRequest, ProgressRequest, SubscribeRequest};
-use anyk_server::CheckpointStore;
 use anyk_server::service::MAX_WATCHERS;
 use tonic::Code;
 
-use crate::{PARAMS, layout, ready, start, tensor};
+use crate::{PARAMS, layout, one_step_in, ready, start, tensor};
 
 #[tokio::test]
 async fn an_empty_initialize_is_refused_and_a_real_one_still_wins() {
@@ -139,10 +138,7 @@ async fn progress_watchers_are_bounded_and_a_closed_one_frees_its_place() {
 async fn concurrent_checkpoints_are_written_one_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let layout = layout();
-    let mut s = start(Some(CheckpointStore::new(dir.path())), 1 << 20).await;
-    s.set_layout(&layout).await.unwrap();
-    s.init(&[1.0; PARAMS]).await;
-    s.complete_step(&layout).await;
+    let s = one_step_in(dir.path(), &layout, 1.0).await;
     let calls = (0..8).map(|_| {
         let mut control = s.control.clone();
         tokio::spawn(async move { control.checkpoint(CheckpointRequest {}).await })

@@ -3,16 +3,13 @@
 use anyk_proto::v1::{CheckpointRequest, JoinRequest};
 use anyk_server::CheckpointStore;
 
-use crate::{PARAMS, layout, start};
+use crate::{PARAMS, layout, one_step_in, start};
 
 #[tokio::test]
 async fn resumes_from_the_newest_complete_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let layout = layout();
-    let mut s = start(Some(CheckpointStore::new(dir.path())), 1 << 20).await;
-    s.set_layout(&layout).await.unwrap();
-    s.init(&[1.0; PARAMS]).await;
-    s.complete_step(&layout).await;
+    let mut s = one_step_in(dir.path(), &layout, 1.0).await;
     s.complete_step(&layout).await;
     let saved = s
         .control

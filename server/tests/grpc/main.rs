@@ -149,6 +149,16 @@ fn grad(block: u32) -> Vec<f32> {
         .collect()
 }
 
+/// A server checkpointing into `dir`, with `layout`, initialized to `initial` everywhere, one
+/// step done.
+async fn one_step_in(dir: &std::path::Path, layout: &Layout, initial: f32) -> Server {
+    let mut s = start(Some(CheckpointStore::new(dir)), 1 << 20).await;
+    s.set_layout(layout).await.unwrap();
+    s.init(&[initial; PARAMS]).await;
+    s.complete_step(layout).await;
+    s
+}
+
 async fn ready(layout: &Layout) -> Server {
     let mut s = start(None, anyk_proto::transport::MAX_MESSAGE_BYTES).await;
     s.set_layout(layout).await.unwrap();

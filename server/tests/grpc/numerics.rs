@@ -2,19 +2,15 @@
 //! Progress, further gradients refused, the server up and its last good state kept.
 
 use anyk_proto::v1::CheckpointRequest;
-use anyk_server::CheckpointStore;
 use tonic::Code;
 
-use crate::{BLOCKS, PARAMS, grad, layout, start};
+use crate::{BLOCKS, PARAMS, grad, layout, one_step_in};
 
 #[tokio::test]
 async fn finite_gradients_that_overflow_fail_the_job_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let layout = layout();
-    let mut s = start(Some(CheckpointStore::new(dir.path())), 1 << 20).await;
-    s.set_layout(&layout).await.unwrap();
-    s.init(&[0.0; PARAMS]).await;
-    s.complete_step(&layout).await;
+    let mut s = one_step_in(dir.path(), &layout, 0.0).await;
     let good = s.progress().await;
     for b in 0..BLOCKS {
         let response = s.push(layout.holders[b as usize][0], 1, layout.epoch, b, &[3e38; PARAMS]);
