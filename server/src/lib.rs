@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod identity;
+pub mod message_limit;
 pub mod service;
 pub mod serving;
 pub mod settings;

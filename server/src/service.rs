@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::chain;
 use crate::identity::Guard;
+use crate::message_limit::MessageLimit;
 use crate::store::CheckpointStore;
 use crate::trainer::Trainer;
 
@@ -41,6 +42,8 @@ pub struct ServerState {
     checkpoints: tokio::sync::Mutex<Option<Written>>,
     /// Whose certificates are accepted; None: plaintext, every caller trusted (tests only).
     guard: Option<Guard>,
+    /// The largest Training message, fitted to the model once it has parameters.
+    message_limit: MessageLimit,
 }
 
 #[derive(Clone, PartialEq)]
@@ -57,6 +60,8 @@ impl ServerState {
 
     /// A server that checks every caller's certificate with `guard` (mutual TLS).
     pub fn guarded(trainer: Trainer, store: Option<CheckpointStore>, guard: Option<Guard>) -> Arc<Self> {
+        let message_limit = MessageLimit::new(usize::MAX);
+        fit_limit(&message_limit, &trainer);
         Arc::new(Self {
             trainer: Mutex::new(trainer),
             subscribers: Mutex::new(HashMap::new()),
@@ -64,7 +69,13 @@ impl ServerState {
             store,
             checkpoints: tokio::sync::Mutex::new(None),
             guard,
+            message_limit,
         })
+    }
+
+    /// The Training services' message limit (see [`crate::message_limit`]).
+    pub fn message_limit(&self) -> MessageLimit {
+        self.message_limit.clone()
     }
 
     /// A Training call for `worker` (with mutual TLS: from that worker's certificate only).
@@ -178,6 +189,13 @@ impl ServerState {
     }
 }
 
+/// Once the trainer has parameters, its Training messages are limited to the model's size.
+fn fit_limit(limit: &MessageLimit, trainer: &Trainer) {
+    if trainer.param_count() > 0 {
+        limit.fit_model(trainer.param_count(), trainer.settings().blocks);
+    }
+}
+
 pub struct TrainingService(pub Arc<ServerState>);
 pub struct ControlService(pub Arc<ServerState>);
 
@@ -220,6 +238,7 @@ impl Training for TrainingService {
             // reach a worker after step 1.
             if let Some(event) = &released {
                 self.0.broadcast(event);
+                fit_limit(&self.0.message_limit, &trainer);
             }
             released.is_some()
         };

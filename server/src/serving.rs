@@ -14,6 +14,7 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::ServeError;
+use crate::message_limit::Limited;
 use crate::service::{ControlService, ServerState, TrainingService};
 
 /// Control messages are layouts and small requests: a layout of the CRD's largest job (131,072
@@ -124,10 +125,16 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
-fn training_service(state: &Arc<ServerState>, max_message_bytes: usize) -> TrainingServer<TrainingService> {
-    TrainingServer::new(TrainingService(state.clone()))
+/// The Training service with tonic's static limit (before the model exists) and the limit
+/// fitted to the model afterwards.
+fn training_service(
+    state: &Arc<ServerState>,
+    max_message_bytes: usize,
+) -> Limited<TrainingServer<TrainingService>> {
+    let service = TrainingServer::new(TrainingService(state.clone()))
         .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
+    Limited::new(service, state.message_limit())
 }
 
 fn control_service(state: &Arc<ServerState>, max_message_bytes: usize) -> ControlServer<ControlService> {

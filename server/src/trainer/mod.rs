@@ -99,6 +99,11 @@ impl Trainer {
         &self.settings
     }
 
+    /// The model's parameter count (0 while it needs initial parameters).
+    pub fn param_count(&self) -> usize {
+        self.model.as_ref().map_or(0, |m| m.params.len())
+    }
+
     /// Completed updates; workers compute step `step` on the current parameters.
     pub fn step(&self) -> u64 {
         self.model.as_ref().map_or(0, |m| m.step)

@@ -2,7 +2,7 @@
 //! training goes on.
 
 use anyk_core::Layout;
-use anyk_proto::v1::{DataType, GradientRequest, Tensor};
+use anyk_proto::v1::{DataType, GradientRequest, InitializeRequest, Tensor};
 use tonic::Code;
 
 use crate::{PARAMS, grad, layout, ready, req, start, tensor};
@@ -164,11 +164,42 @@ async fn oversize_messages_are_refused_and_the_server_keeps_serving() {
     let layout = layout();
     let mut s = start(None, 4096).await;
     s.set_layout(&layout).await.unwrap();
-    s.init(&[0.0; PARAMS]).await;
-    let huge = vec![0.5f32; 10_000];
-    let status = s.push(layout.holders[0][0], 0, 1, 0, &huge).await.unwrap_err();
+    // Before the model exists only the transport's static limit applies.
+    let huge = InitializeRequest {
+        worker: 0,
+        params: Some(tensor(&[0.5f32; 10_000])),
+    };
+    let status = s.training.initialize(huge).await.unwrap_err();
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
     assert!(status.message().contains("too large"), "{}", status.message());
+    s.init(&[0.0; PARAMS]).await;
+    s.complete_step(&layout).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn once_initialized_a_message_may_carry_no_more_than_the_model() {
+    let layout = layout();
+    let mut s = start(None, 1 << 20).await;
+    s.set_layout(&layout).await.unwrap();
+    s.init(&[0.0; PARAMS]).await;
+    // Far under the static 1 MiB, far over 5 parameters plus a header.
+    let status = s
+        .push(layout.holders[0][0], 0, 1, 0, &[0.5f32; 4096])
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("larger than this job allows"),
+        "{}",
+        status.message()
+    );
+    // Within the limit, a wrong length is still refused by the exact check.
+    let status = s
+        .push(layout.holders[0][0], 0, 1, 0, &[0.5f32; PARAMS + 1])
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     s.complete_step(&layout).await;
     s.stop().await;
 }
