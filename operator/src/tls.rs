@@ -1,8 +1,12 @@
 //! Each job's certificate authority and the certificates the operator makes from it
 //! (docs/design.md, invariant 11): the authority lives in a Secret owned by the job
-//! (`{job}-tls-ca`, never mounted by any pod); every pod gets `{pod}-tls` (its own certificate,
-//! made when the pod is created, so a replaced pod gets a fresh one); the operator's own client
-//! certificate for the job's Control port is made in memory and kept for the job's life.
+//! (`{job}-tls-ca`, never mounted by any pod); every pod gets a certificate of its own, made when
+//! the pod is created (so a replaced pod gets a fresh one), in `{pod}-tls` or, for workers created
+//! many at once, in a Secret shared by a range of workers of which each pod mounts only its own
+//! keys ([`shared`]); the operator's own client certificate for the job's Control port is made in
+//! memory and kept for the job's life.
+
+pub mod shared;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -15,7 +15,7 @@ use anyk_operator::crd::TrainingJob;
 use anyk_operator::settings::{Images, Settings};
 use anyk_testkit::{TestNamespace, eventually, training_job};
 use common::install_crd;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -68,6 +68,33 @@ async fn a_job_gets_its_pods_on_gpu_nodes_and_reports_coverage() {
             .await
             .is_ok()
     );
+    // The workers, created together, share one Secret and each mounts only its own keys; the
+    // server has a Secret of its own.
+    assert_eq!(
+        tls_of(&pods, "digits-server").await,
+        ("digits-server-tls".into(), vec![])
+    );
+    for w in 0..4 {
+        let keys = [
+            "ca.crt".to_string(),
+            format!("worker-{w}.crt"),
+            format!("worker-{w}.key"),
+        ];
+        let mounted = tls_of(&pods, &format!("digits-worker-{w}")).await;
+        assert_eq!(mounted, ("digits-workers-0-3-tls".into(), keys.to_vec()));
+    }
+    let secrets: Api<Secret> = ns.api();
+    let shared = secrets.get("digits-workers-0-3-tls").await.unwrap();
+    let owner = &shared.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("TrainingJob", "digits")
+    );
+    assert_eq!(
+        shared.data.as_ref().unwrap().len(),
+        9,
+        "the authority and 4 certificates and keys"
+    );
     // Fail worker 1: the layout is repaired (new epoch, only its copies move), the pod replaced,
     // and the replacement rebalanced in once it is ready.
     let failed_at = std::time::Instant::now();
@@ -93,12 +120,33 @@ async fn a_job_gets_its_pods_on_gpu_nodes_and_reports_coverage() {
     assert_eq!((healed.coverage_margin, healed.workers.replaced), (Some(2), 1));
     let members = healed.layout.as_ref().unwrap().members.clone();
     assert_eq!(members, vec![0, 1, 2, 3]);
+    // The replacement has a fresh certificate in a Secret of its own; the shared one is as it was.
+    let replaced = tls_of(&pods, "digits-worker-1").await;
+    assert_eq!(replaced, ("digits-worker-1-tls".into(), vec![]));
+    assert!(secrets.get("digits-worker-1-tls").await.is_ok());
+    let after = secrets.get("digits-workers-0-3-tls").await.unwrap();
+    assert_eq!(after.data, shared.data, "the other workers' keys stay");
 
     // An operator restart (no duplicates, same epoch) and the garbage collection of the pods
     // are covered, with the chart's identity, by e2e.rs; the decisions by the unit tests in
     // src/reconcile/decide_tests.rs.
     controller.abort();
     ns.cleanup().await;
+}
+
+/// The Secret a pod's TLS volume comes from, and the keys it projects (none listed: all).
+async fn tls_of(pods: &Api<Pod>, name: &str) -> (String, Vec<String>) {
+    let pod = pods.get(name).await.unwrap();
+    let volumes = pod.spec.unwrap().volumes.unwrap();
+    let tls = volumes.into_iter().find(|v| v.name == "tls").unwrap();
+    let source = tls.secret.unwrap();
+    let keys = source
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.key)
+        .collect();
+    (source.secret_name.unwrap(), keys)
 }
 
 /// The defaults, and a data set on the nodes (hostPath: no volume provisioner here), which the

@@ -15,7 +15,7 @@ use anyk_operator::crd::{TrainingJob, TrainingJobStatus};
 use anyk_operator::settings::{Images, Settings};
 use anyk_testkit::{TestNamespace, eventually, training_job};
 use common::install_crd;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -170,7 +170,8 @@ async fn a_corrupted_status_is_repaired(ns: &TestNamespace, jobs: &Api<TrainingJ
 }
 
 /// A pod with the job's server labels that fails is not the job's server; a Service that
-/// exists under the job's server name is not taken over.
+/// exists under the job's server name, and a Secret under the name its workers would share, are
+/// not taken over.
 async fn foreign_objects_change_nothing(ns: &TestNamespace, jobs: &Api<TrainingJob>) {
     let services: Api<Service> = ns.api();
     let theirs: Service = serde_json::from_value(json!({
@@ -179,6 +180,16 @@ async fn foreign_objects_change_nothing(ns: &TestNamespace, jobs: &Api<TrainingJ
     }))
     .unwrap();
     services.create(&PostParams::default(), &theirs).await.unwrap();
+    let their_secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "owned-workers-0-3-tls" },
+        "stringData": { "theirs": "yes" }
+    }))
+    .unwrap();
+    let secrets: Api<Secret> = ns.api();
+    secrets
+        .create(&PostParams::default(), &their_secret)
+        .await
+        .unwrap();
     jobs.create(&PostParams::default(), &job("owned", json!({})))
         .await
         .unwrap();
@@ -215,8 +226,32 @@ async fn foreign_objects_change_nothing(ns: &TestNamespace, jobs: &Api<TrainingJ
             .map(String::as_str),
         Some("theirs")
     );
+    a_foreign_shared_secret_is_left_alone(ns).await;
     let reasons = event_reasons(ns, "owned").await;
     assert!(reasons.iter().any(|r| r == "OwnershipConflict"), "{reasons:?}");
+}
+
+/// A Secret under the name the workers of "owned" would share is not taken over: each worker
+/// gets a Secret of its own instead.
+async fn a_foreign_shared_secret_is_left_alone(ns: &TestNamespace) {
+    let secrets: Api<Secret> = ns.api();
+    let pods: Api<Pod> = ns.api();
+    let secret = secrets.get("owned-workers-0-3-tls").await.unwrap();
+    assert_eq!(secret.metadata.owner_references, None, "not taken over");
+    let keys: Vec<&String> = secret.data.as_ref().unwrap().keys().collect();
+    assert_eq!(keys, ["theirs"]);
+    for w in 0..4 {
+        let pod = pods.get(&format!("owned-worker-{w}")).await.unwrap();
+        let volumes = pod.spec.unwrap().volumes.unwrap();
+        let tls = volumes
+            .into_iter()
+            .find(|v| v.name == "tls")
+            .unwrap()
+            .secret
+            .unwrap();
+        assert_eq!(tls.secret_name, Some(format!("owned-worker-{w}-tls")));
+        assert!(secrets.get(&format!("owned-worker-{w}-tls")).await.is_ok());
+    }
 }
 
 /// A worker whose every incarnation fails: replaced with backoff, then the job fails with the

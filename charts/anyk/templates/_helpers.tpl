@@ -91,11 +91,12 @@ Roles. Every rule says why the operator needs it. No secrets, no configmaps, no 
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "create", "patch", "delete"]
-# Mutual TLS of each job's gRPC plane: the job's certificate authority ({job}-tls-ca) and each
-# pod's certificate ({pod}-tls), both owned by the job. create makes them; get reads the authority
-# back (after an operator restart) and checks a Secret is the job's before it is replaced; update
-# puts a fresh certificate in the Secret of a replaced pod. No list or watch: the operator never
-# reads Secrets it did not name.
+# Mutual TLS of each job's gRPC plane: the job's certificate authority ({job}-tls-ca) and the
+# pods' certificates ({pod}-tls, or {job}-workers-{first}-{last}-tls shared by workers created
+# together, each pod mounting only its own keys), all owned by the job. create makes them; get
+# reads the authority back (after an operator restart) and checks a Secret is the job's before it
+# is replaced; update puts fresh certificates in the Secret of replaced pods. No list or watch:
+# the operator never reads Secrets it did not name.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "update"]

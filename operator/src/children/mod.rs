@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 use crate::crd::TrainingJob;
 pub use crate::settings::Images;
 pub use network::{network_policy, same_service, service, worker_network_policy};
-pub use pods::{server_pod, worker_pod};
+pub use pods::{server_pod, with_tls_items, worker_pod};
 
 /// The field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "anyk-operator";

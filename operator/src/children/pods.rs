@@ -8,7 +8,7 @@ use anyk_core::numerics::REPRODUCIBLE_ENV;
 use anyk_proto::launch::{ModelLaunch, ServerLaunch, WorkerLaunch};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, GRPCAction, HostPathVolumeSource,
-    PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
+    KeyToPath, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec, Probe, SeccompProfile,
     SecretVolumeSource, SecurityContext, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -248,17 +248,47 @@ fn claim_volume(name: &str, claim: &str, read_only: bool) -> Volume {
 }
 
 /// The pod's TLS credentials (`{pod}-tls`, made by the operator with the pod: docs/design.md,
-/// invariant 11), readable by the pod's user only.
+/// invariant 11; workers created many at once mount a shared Secret instead, [`with_tls_items`]),
+/// readable by the pod's user only.
 fn tls_volume(pod: &str) -> Volume {
     Volume {
         name: "tls".into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(tls_secret_name(pod)),
-            default_mode: Some(0o440),
-            ..SecretVolumeSource::default()
-        }),
+        secret: Some(tls_source(&tls_secret_name(pod))),
         ..Volume::default()
     }
+}
+
+fn tls_source(secret: &str) -> SecretVolumeSource {
+    SecretVolumeSource {
+        secret_name: Some(secret.into()),
+        default_mode: Some(0o440),
+        ..SecretVolumeSource::default()
+    }
+}
+
+/// `pod` with its TLS volume taken from `secret`, projecting only `items` (key, file name): a
+/// Secret shared by several workers, of which each pod sees its own keys only.
+pub fn with_tls_items(
+    mut pod: Pod,
+    secret: &str,
+    items: impl IntoIterator<Item = (String, &'static str)>,
+) -> Pod {
+    let items: Vec<KeyToPath> = items
+        .into_iter()
+        .map(|(key, path)| KeyToPath {
+            key,
+            path: path.into(),
+            mode: None,
+        })
+        .collect();
+    let volumes = pod.spec.as_mut().and_then(|s| s.volumes.as_mut());
+    for volume in volumes.into_iter().flatten().filter(|v| v.name == "tls") {
+        volume.secret = Some(SecretVolumeSource {
+            items: Some(items.clone()),
+            ..tls_source(secret)
+        });
+    }
+    pod
 }
 
 fn container_port(name: &str, port: u16) -> ContainerPort {

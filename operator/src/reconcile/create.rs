@@ -13,7 +13,7 @@ use super::notes::note;
 use crate::children::{self, FIELD_MANAGER};
 use crate::controller::Context;
 use crate::crd::TrainingJob;
-use crate::tls::{self, JobTls};
+use crate::tls::{self, JobTls, shared};
 
 /// Pods per batch: status shows the progress after each.
 pub const BATCH: usize = 256;
@@ -39,30 +39,51 @@ fn name(job: &TrainingJob, member: Member) -> String {
     }
 }
 
-/// Creates one batch, its pods built only now.
+/// Creates one batch, its pods built only now: the workers' credentials first, in shared Secrets
+/// where many of a range are created together, else each in its own.
 pub async fn create_batch(job: &TrainingJob, ctx: &Context, ns: &str, batch: &[Member]) -> Result<(), Error> {
     let tls = ctx.authorities.for_job(&ctx.client, job).await?;
+    let workers: Vec<u32> = batch.iter().flatten().copied().collect();
+    let shared = shared::store(&ctx.client, job, &tls, &workers).await?;
+    for name in &shared.foreign {
+        let message = format!(
+            "Secret {name} exists and is not the job's: left alone, its workers get Secrets of their own"
+        );
+        ctx.publish(job, &note(true, "OwnershipConflict", "Create", &message))
+            .await;
+    }
     let results: Vec<Result<(), Error>> = futures::stream::iter(batch.iter().copied())
-        .map(|member| create_member(job, ctx, ns, &tls, member))
+        .map(|member| {
+            let secret = member.and_then(|w| shared.secret_of.get(&w));
+            create_member(job, ctx, ns, &tls, member, secret)
+        })
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
     results.into_iter().collect()
 }
 
-/// A pod with fresh credentials of its own: its Secret first, so that it mounts at once.
+/// A pod with fresh credentials of its own: from `shared` (already written), else in its own
+/// Secret, written first so that the pod mounts it at once.
 async fn create_member(
     job: &TrainingJob,
     ctx: &Context,
     ns: &str,
     tls: &JobTls,
     member: Member,
+    shared: Option<&String>,
 ) -> Result<(), Error> {
-    tls::store_pod_credentials(&ctx.client, job, tls, member).await?;
     let images = &ctx.settings.images;
-    let pod = match member {
-        None => children::server_pod(job, images),
-        Some(w) => children::worker_pod(job, w, images),
+    let pod = match (member, shared) {
+        (Some(w), Some(secret)) => shared::mount_shared(children::worker_pod(job, w, images), secret, w),
+        (Some(w), None) => {
+            tls::store_pod_credentials(&ctx.client, job, tls, member).await?;
+            children::worker_pod(job, w, images)
+        }
+        (None, _) => {
+            tls::store_pod_credentials(&ctx.client, job, tls, member).await?;
+            children::server_pod(job, images)
+        }
     };
     create_pod(job, ctx, ns, pod).await
 }
