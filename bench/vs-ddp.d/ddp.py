@@ -6,11 +6,14 @@ blocks r*B .. r*B+B-1 of the data directory `anyk data split` wrote (the blocks 
 drawing `--batch` samples from each block per step, so the global batch equals anyk's (m blocks x
 batch). DDP averages the ranks' gradients: the mean loss over the global batch, as anyk's.
 
-Stragglers (`--straggle RANK:FACTOR`, repeatable) are slowed by anyk's rule (worker/src/straggle.rs):
-each step the rank sleeps (FACTOR - 1) x its own compute time before its forward pass, where its
-compute time is the median of `--calibrate` forward+backward passes timed under `no_sync()` (no
-communication) after the warm-up steps (TorchScript's first runs are slow: it profiles and
-optimizes the graph) while every rank does the same, i.e. under the same CPU sharing as a step.
+Stragglers (`--straggle RANK:FACTOR`, repeatable) are slowed by anyk's rule (worker/src/straggle.rs:
+a slow machine takes FACTOR times as long for its compute and its sends): each step the rank sleeps
+(FACTOR - 1) x its own time before its forward pass. With `--delay-of step` (the default, anyk's
+rule) that time is the median of the rank's straggler-free warm-up steps after the first (its
+forward, backward with the all-reduce, and Adam); with `--delay-of compute` it is the median of
+`--calibrate` forward+backward passes under `no_sync()` (no communication), timed after the
+warm-up (TorchScript's first runs are slow: it profiles and optimizes the graph) while every rank
+does the same, i.e. under the same CPU sharing as a step.
 
 Timing: `--warmup` steps run first and are not timed; then rank 0 times `--steps` steps between
 two barriers. Writes a JSON summary (mean_step_ms, per-step times, final loss, test accuracy).
@@ -89,8 +92,12 @@ def train(rank, a, port, result_path):
         return loss.item()
 
     delay = 0.0
+    warm = []
     for _ in range(a.warmup):
+        t = time.perf_counter()
         step()
+        warm.append(time.perf_counter() - t)
+    own_step = statistics.median(warm[1:] or warm or [0.0])
     # Compute time, for the straggler rule: forward + backward without communication.
     samples = []
     for _ in range(a.calibrate):
@@ -101,7 +108,7 @@ def train(rank, a, port, result_path):
         samples.append(time.perf_counter() - t)
         opt.zero_grad(set_to_none=True)
     compute = statistics.median(samples) if samples else 0.0
-    delay = max(factor - 1.0, 0.0) * compute
+    delay = max(factor - 1.0, 0.0) * (own_step if a.delay_of == "step" else compute)
     dist.barrier()
     times = []
     start = time.perf_counter()
@@ -111,9 +118,9 @@ def train(rank, a, port, result_path):
         times.append(time.perf_counter() - t)
     dist.barrier()
     total = time.perf_counter() - start
-    computes = [torch.zeros(1, dtype=torch.float64) for _ in range(a.workers)]
-    dist.all_gather(computes, torch.tensor([compute], dtype=torch.float64))
-    computes = [c.item() for c in computes]
+    gathered = [torch.zeros(3, dtype=torch.float64) for _ in range(a.workers)]
+    dist.all_gather(gathered, torch.tensor([compute, own_step, delay], dtype=torch.float64))
+    computes, own_steps, delays = ([g[i].item() for g in gathered] for i in range(3))
     if rank == 0:
         test = read_safetensors(os.path.join(a.data, "test.safetensors"))
         with torch.no_grad():
@@ -130,6 +137,9 @@ def train(rank, a, port, result_path):
                     "mean_step_ms": 1000 * total / a.steps,
                     "step_ms": [1000 * t for t in times],
                     "compute_ms_per_rank": [1000 * c for c in computes],
+                    "warmup_step_ms_per_rank": [1000 * c for c in own_steps],
+                    "delay_ms_per_rank": [1000 * c for c in delays],
+                    "delay_of": a.delay_of,
                     "straggle": {str(r): f for r, f in a.straggle},
                     "final_loss": loss,
                     "final_test_accuracy": acc,
@@ -159,7 +169,8 @@ def main():
     p.add_argument("--batch", type=int, default=32, help="samples drawn from each block per step")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--delay-of", choices=["step", "compute"], default="step")
     p.add_argument("--calibrate", type=int, default=5)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--straggle", type=straggle, action="append", default=[])

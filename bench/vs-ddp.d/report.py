@@ -22,7 +22,8 @@ def main():
         params = int(open(f"{out}/{size}/params").read())
         rows.append((size, params, s, m))
 
-    print("\nstep time, mean ms (anyk: first step excluded; DDP: after 3 warm-up steps)")
+    print("anyk build:", open(f"{out}/anyk-build").read().strip())
+    print("\nstep time, mean ms (anyk: first step excluded; DDP: after 5 warm-up steps)")
     print(f"{'model':>6} {'params':>10} {'steps':>5} | {'anyk coded':>10} {'anyk sync':>10} "
           f"{'coded 2slow':>11} | {'DDP':>8} {'DDP 2slow':>9}")
     for size, params, s, m in rows:
@@ -75,9 +76,11 @@ def main():
         acc = " ".join(f"{r} {s[r]['final_test_accuracy']:.3f}" for r in RUNS)
         print(f"{size:>6}: anyk runs end with the same param_sha256: {'yes' if same else 'NO ' + str(shas)}")
         print(f"{'':>6}  test accuracy: {acc}")
-        slow = s["ddp_slow"]["compute_ms_per_rank"]
-        print(f"{'':>6}  DDP compute per rank (ms, median of 5 passes after warm-up; a straggler sleeps 4x its own): "
-              + " ".join(f"{c:.0f}" for c in slow))
+        d = s["ddp_slow"]
+        print(f"{'':>6}  DDP 2slow, per rank (ms): warm-up step "
+              + " ".join(f"{c:.0f}" for c in d["warmup_step_ms_per_rank"]) + "; compute "
+              + " ".join(f"{c:.0f}" for c in d["compute_ms_per_rank"]) + "; delay per step "
+              + " ".join(f"{c:.0f}" for c in d["delay_ms_per_rank"]) + f" (4 x the rank's {d['delay_of']} time)")
     sys.exit(0 if same_all else 1)
 
 
