@@ -161,7 +161,8 @@ pub fn plan(blocks: u32, replication: u32, workers: u32, target: u32) -> Result<
         scheme,
         holders,
         members: (0..workers).collect(),
-        units,
+        // With fewer blocks than workers some have no primaries: no unit either.
+        units: units.into_iter().filter(|(lo, hi)| lo < hi).collect(),
     })
 }
 

@@ -95,17 +95,20 @@ fn plan_matches_brute_force_for_every_small_job() {
                         m as usize,
                         "primaries do not cover n={n} k={k} r={r} m={m}"
                     );
-                    // Each worker's primaries are exactly its unit, so on time it sends one sum.
-                    for (w, &(lo, hi)) in layout.units.iter().enumerate() {
-                        let primaries: Vec<u32> = (0..m)
-                            .filter(|&b| layout.holders[b as usize][0] == w as u32)
-                            .collect();
-                        assert_eq!(
-                            primaries,
-                            (lo..hi).collect::<Vec<_>>(),
-                            "n={n} k={k} r={r} m={m} w={w}"
-                        );
+                    // Each worker's primaries are exactly its unit, so on time it sends one sum;
+                    // a worker without primaries has no unit.
+                    let mut units = layout.units.iter();
+                    for w in 0..n {
+                        let primaries: Vec<u32> =
+                            (0..m).filter(|&b| layout.holders[b as usize][0] == w).collect();
+                        if primaries.is_empty() {
+                            continue;
+                        }
+                        let &(lo, hi) = units.next().unwrap();
+                        let want: Vec<u32> = (lo..hi).collect();
+                        assert_eq!(primaries, want, "n={n} k={k} r={r} m={m} w={w}");
                     }
+                    assert!(units.next().is_none(), "an empty unit: n={n} k={k} r={r} m={m}");
                     let sync = anyk_core::uncoded(&layout);
                     assert_eq!(sync.units, layout.units);
                     assert!(sync.holders.iter().all(|hs| hs.len() == 1));
