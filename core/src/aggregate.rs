@@ -1,12 +1,17 @@
 //! Exact aggregation of one step (docs/design.md, invariant 2): the target gradient uses exactly
-//! one gradient per block, reduced in a fixed association (blocks in id order within a reduction
-//! unit, then units in order), never in arrival order. Which replica answered first cannot change
-//! a single bit.
+//! one gradient per block, reduced in the association of the job's reduction tree
+//! ([`crate::reduction`]), never in arrival order. Which replica answered first, and whether it
+//! sent single blocks or a subtree's sum, cannot change a single bit.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::reduction::{NodeId, ReductionTree};
 
 /// What happened to one offered gradient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offer {
-    /// Stored; `complete` tells whether every block of the step now has a gradient.
+    /// Taken; `complete` tells whether every block of the step now has a gradient.
     Accepted { complete: bool },
     /// Every offered block already had a gradient this step; dropped.
     Redundant,
@@ -16,53 +21,63 @@ pub enum Offer {
 pub enum OfferError {
     #[error("block {block} is out of range (the job has {blocks} blocks)")]
     BlockOutOfRange { block: u32, blocks: u32 },
-    #[error("blocks {blocks:?} are not one block nor exactly one reduction unit")]
-    NotAUnit { blocks: Vec<u32> },
+    #[error(
+        "blocks {blocks:?} are not one node of the job's reduction tree (one block, a unit, or a part of one)"
+    )]
+    NotANode { blocks: Vec<u32> },
     #[error("gradient has {got} values, the model has {want} parameters")]
     WrongLength { got: usize, want: usize },
 }
 
-/// Collects per-block (or per-unit pre-summed) gradients for one step.
+/// Collects one step's gradients as sums of reduction-tree nodes, combining a node with its
+/// sibling as soon as both are there: it holds a few partial sums, never one per block.
 #[derive(Debug, Clone)]
 pub struct StepAggregator {
-    units: Vec<(u32, u32)>,
+    tree: Arc<ReductionTree>,
+    blocks: u32,
     params: usize,
-    blocks: Vec<Option<Vec<f32>>>,
-    presummed: Vec<Option<Vec<f32>>>,
+    /// The nodes whose sums are here, none inside another.
+    present: BTreeMap<NodeId, Vec<f32>>,
 }
 
 impl StepAggregator {
-    pub fn new(units: Vec<(u32, u32)>, params: usize) -> Self {
-        let blocks = units.last().map_or(0, |u| u.1) as usize;
-        let presummed = vec![None; units.len()];
+    pub fn new(tree: Arc<ReductionTree>, params: usize) -> Self {
+        let blocks = tree.root().map_or(0, |r| tree.range(r).1);
         Self {
-            units,
+            tree,
+            blocks,
             params,
-            blocks: vec![None; blocks],
-            presummed,
+            present: BTreeMap::new(),
         }
     }
 
-    /// Whether `block` already has a gradient (its own or within a pre-summed unit).
+    /// Whether `block` already has a gradient (its own, or within a node's sum).
     pub fn is_covered(&self, block: u32) -> bool {
-        self.blocks.get(block as usize).is_some_and(Option::is_some)
-            || self
-                .unit_index(block)
-                .is_some_and(|u| self.presummed[u].is_some())
+        self.present.keys().any(|&n| {
+            let (lo, hi) = self.tree.range(n);
+            (lo..hi).contains(&block)
+        })
     }
 
-    /// Blocks that have a gradient.
+    /// Blocks that have a gradient, in id order.
     pub fn covered(&self) -> Vec<u32> {
-        (0..self.blocks.len() as u32)
-            .filter(|&b| self.is_covered(b))
-            .collect()
+        let mut ranges: Vec<(u32, u32)> = self.present.keys().map(|&n| self.tree.range(n)).collect();
+        ranges.sort_unstable();
+        ranges.into_iter().flat_map(|(lo, hi)| lo..hi).collect()
     }
 
     pub fn is_complete(&self) -> bool {
-        (0..self.blocks.len() as u32).all(|b| self.is_covered(b))
+        self.tree.root().is_some_and(|r| self.present.contains_key(&r))
     }
 
-    /// Offers the gradient of `blocks` (one block, or one whole unit pre-summed in id order).
+    /// Partial sums held now (what bounds the aggregator's memory).
+    pub fn held(&self) -> usize {
+        self.present.len()
+    }
+
+    /// Offers the summed gradient of `blocks`: consecutive ids that are one node of the tree
+    /// (a single block is a leaf). A node inside one already here is redundant; nodes inside
+    /// this one are replaced by it (its sum has their bits combined in the same association).
     pub fn offer(&mut self, blocks: &[u32], gradient: Vec<f32>) -> Result<Offer, OfferError> {
         if gradient.len() != self.params {
             return Err(OfferError::WrongLength {
@@ -70,33 +85,21 @@ impl StepAggregator {
                 want: self.params,
             });
         }
-        let total = self.blocks.len() as u32;
-        if let Some(&block) = blocks.iter().find(|&&b| b >= total) {
-            return Err(OfferError::BlockOutOfRange { block, blocks: total });
+        if let Some(&block) = blocks.iter().find(|&&b| b >= self.blocks) {
+            return Err(OfferError::BlockOutOfRange {
+                block,
+                blocks: self.blocks,
+            });
         }
-        match blocks {
-            [block] => {
-                if self.is_covered(*block) {
-                    return Ok(Offer::Redundant);
-                }
-                self.blocks[*block as usize] = Some(gradient);
-            }
-            _ => {
-                let unit = self
-                    .unit_index(blocks.first().copied().unwrap_or(total))
-                    .filter(|&u| {
-                        let (lo, hi) = self.units[u];
-                        blocks.iter().copied().eq(lo..hi)
-                    })
-                    .ok_or_else(|| OfferError::NotAUnit {
-                        blocks: blocks.to_vec(),
-                    })?;
-                if blocks.iter().all(|&b| self.is_covered(b)) {
-                    return Ok(Offer::Redundant);
-                }
-                self.presummed[unit] = Some(gradient);
-            }
+        let node = self.node_of(blocks).ok_or_else(|| OfferError::NotANode {
+            blocks: blocks.to_vec(),
+        })?;
+        if self.present.keys().any(|&p| self.tree.contains(p, node)) {
+            return Ok(Offer::Redundant);
         }
+        let tree = &self.tree;
+        self.present.retain(|&p, _| !tree.contains(node, p));
+        self.insert(node, gradient);
         Ok(Offer::Accepted {
             complete: self.is_complete(),
         })
@@ -104,39 +107,58 @@ impl StepAggregator {
 
     /// The mean gradient over all m blocks, or None while some block is missing.
     pub fn reduce(&self) -> Option<Vec<f32>> {
-        let mut unit_sums = Vec::with_capacity(self.units.len());
-        for (u, &(lo, hi)) in self.units.iter().enumerate() {
-            let sum = match &self.presummed[u] {
-                Some(sum) => sum.clone(),
-                None => {
-                    let parts: Option<Vec<&[f32]>> =
-                        (lo..hi).map(|b| self.blocks[b as usize].as_deref()).collect();
-                    sum_in_order(&parts?)
-                }
-            };
-            unit_sums.push(sum);
-        }
-        let parts: Vec<&[f32]> = unit_sums.iter().map(Vec::as_slice).collect();
-        let mut mean = sum_in_order(&parts);
-        let m = self.blocks.len() as f32;
+        let mut mean = self.present.get(&self.tree.root()?)?.clone();
+        let m = self.blocks as f32;
         mean.iter_mut().for_each(|v| *v /= m);
         Some(mean)
     }
 
-    fn unit_index(&self, block: u32) -> Option<usize> {
-        self.units.iter().position(|&(lo, hi)| (lo..hi).contains(&block))
+    /// Whether `blocks` are consecutive ids forming one node of the tree.
+    pub fn is_node(&self, blocks: &[u32]) -> bool {
+        self.node_of(blocks).is_some()
+    }
+
+    fn node_of(&self, blocks: &[u32]) -> Option<NodeId> {
+        let (&lo, &last) = (blocks.first()?, blocks.last()?);
+        let consecutive = blocks.iter().copied().eq(lo..=last);
+        consecutive.then(|| self.tree.node(lo, last + 1)).flatten()
+    }
+
+    /// Stores `node`'s sum, then joins it with its sibling while the sibling is here.
+    fn insert(&mut self, mut node: NodeId, mut sum: Vec<f32>) {
+        while let Some(sibling) = self.tree.sibling(node) {
+            let Some(other) = self.present.remove(&sibling) else {
+                break;
+            };
+            add_into(&mut sum, &other);
+            node = self.tree.parent(node).unwrap_or(node);
+        }
+        self.present.insert(node, sum);
     }
 }
 
-/// Left fold of equal-length vectors in the given order, in f32. Workers that pre-sum a unit call
-/// this same function, which is what makes their result bit-identical to the server's.
-pub fn sum_in_order(parts: &[&[f32]]) -> Vec<f32> {
-    let mut parts = parts.iter();
-    let mut acc = parts.next().map(|p| p.to_vec()).unwrap_or_default();
-    for part in parts {
-        acc.iter_mut().zip(part.iter()).for_each(|(a, v)| *a += v);
-    }
-    acc
+/// The sum of the node whose leaves are blocks lo..hi, in the tree's association, from each
+/// block's gradient: what a worker holding those blocks sends (tests and fuzzing use it too).
+pub fn node_sum(
+    tree: &ReductionTree,
+    lo: u32,
+    hi: u32,
+    gradient: impl Fn(u32) -> Vec<f32>,
+) -> Option<Vec<f32>> {
+    let node = tree.node(lo, hi)?;
+    let sum: Result<Vec<f32>, std::convert::Infallible> =
+        tree.fold(node, &mut |b| Ok(gradient(b)), &mut |mut l, r| {
+            add_into(&mut l, &r);
+            Ok(l)
+        });
+    sum.ok()
+}
+
+/// `acc += other`, element by element in f32. IEEE addition of two values is commutative, so
+/// which child is the accumulator does not change a bit; only the association (the tree) does.
+/// Workers that pre-sum a subtree add the same way (libtorch's element-wise add rounds the same).
+pub fn add_into(acc: &mut [f32], other: &[f32]) {
+    acc.iter_mut().zip(other).for_each(|(a, v)| *a += v);
 }
 
 #[cfg(test)]
@@ -149,42 +171,78 @@ mod tests {
             .collect()
     }
 
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    fn aggregator(units: &[(u32, u32)], params: usize) -> StepAggregator {
+        StepAggregator::new(Arc::new(ReductionTree::new(units)), params)
+    }
+
+    /// The sum of node lo..hi computed as a worker would: the tree's fold over per-block values.
+    fn subtree_sum(units: &[(u32, u32)], lo: u32, hi: u32, len: usize) -> Vec<f32> {
+        node_sum(&ReductionTree::new(units), lo, hi, |b| grad(b, len)).unwrap()
+    }
+
     #[test]
     fn arrival_order_does_not_change_a_bit() {
-        let units: Vec<(u32, u32)> = (0..6).map(|b| (b, b + 1)).collect();
-        let mut forward = StepAggregator::new(units.clone(), 5);
-        let mut backward = StepAggregator::new(units, 5);
+        let units = [(0, 3), (3, 6)];
+        let mut forward = aggregator(&units, 5);
+        let mut backward = aggregator(&units, 5);
         for b in 0..6 {
             forward.offer(&[b], grad(b, 5)).unwrap();
             backward.offer(&[5 - b], grad(5 - b, 5)).unwrap();
         }
         let (f, r) = (forward.reduce().unwrap(), backward.reduce().unwrap());
-        assert_eq!(
-            f.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            r.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        );
+        assert_eq!(bits(&f), bits(&r));
     }
 
     #[test]
-    fn presummed_unit_equals_per_block_bits() {
-        let units = vec![(0, 3), (3, 6)];
-        let grads: Vec<Vec<f32>> = (0..6).map(|b| grad(b, 7)).collect();
-        let mut per_block = StepAggregator::new(units.clone(), 7);
-        for (b, g) in grads.iter().enumerate() {
-            per_block.offer(&[b as u32], g.clone()).unwrap();
+    fn subtree_sums_equal_per_block_bits_and_are_combined_at_once() {
+        let units = [(0, 3), (3, 6), (6, 9)];
+        let mut per_block = aggregator(&units, 7);
+        for b in 0..9 {
+            per_block.offer(&[b], grad(b, 7)).unwrap();
         }
-        let mut presummed = StepAggregator::new(units, 7);
-        let first: Vec<&[f32]> = grads[0..3].iter().map(Vec::as_slice).collect();
-        presummed.offer(&[0, 1, 2], sum_in_order(&first)).unwrap();
-        for b in 3..6 {
-            presummed.offer(&[b], grads[b as usize].clone()).unwrap();
+        let mut mixed = aggregator(&units, 7);
+        mixed.offer(&[6, 7, 8], subtree_sum(&units, 6, 9, 7)).unwrap();
+        mixed.offer(&[4, 5], subtree_sum(&units, 4, 6, 7)).unwrap();
+        mixed.offer(&[3], grad(3, 7)).unwrap();
+        // 3 joins 4..6 into unit 3..6, which joins unit 6..9 (its sibling) at once.
+        assert_eq!(mixed.held(), 1);
+        assert_eq!(mixed.covered(), (3..9).collect::<Vec<_>>());
+        for b in 0..3 {
+            mixed.offer(&[b], grad(b, 7)).unwrap();
         }
-        assert_eq!(per_block.reduce().unwrap(), presummed.reduce().unwrap());
+        assert!(mixed.is_complete());
+        assert_eq!(mixed.held(), 1);
+        assert_eq!(bits(&per_block.reduce().unwrap()), bits(&mixed.reduce().unwrap()));
+    }
+
+    #[test]
+    fn a_node_replaces_the_parts_of_it_already_here() {
+        let units = [(0, 4)];
+        let mut agg = aggregator(&units, 3);
+        agg.offer(&[1], grad(1, 3)).unwrap();
+        agg.offer(&[3], grad(3, 3)).unwrap();
+        assert_eq!(agg.covered(), vec![1, 3]);
+        agg.offer(&[0, 1], subtree_sum(&units, 0, 2, 3)).unwrap();
+        assert_eq!(agg.covered(), vec![0, 1, 3]);
+        assert_eq!(agg.offer(&[0], grad(0, 3)), Ok(Offer::Redundant));
+        assert_eq!(
+            agg.offer(&[2], grad(2, 3)),
+            Ok(Offer::Accepted { complete: true })
+        );
+        let mut reference = aggregator(&units, 3);
+        for b in 0..4 {
+            reference.offer(&[b], grad(b, 3)).unwrap();
+        }
+        assert_eq!(bits(&agg.reduce().unwrap()), bits(&reference.reduce().unwrap()));
     }
 
     #[test]
     fn completes_at_first_cover_and_drops_duplicates() {
-        let mut agg = StepAggregator::new(vec![(0, 1), (1, 2)], 2);
+        let mut agg = aggregator(&[(0, 1), (1, 2)], 2);
         assert_eq!(
             agg.offer(&[1], vec![1.0, 2.0]),
             Ok(Offer::Accepted { complete: false })
@@ -199,8 +257,8 @@ mod tests {
     }
 
     #[test]
-    fn rejects_bad_shapes_and_non_units() {
-        let mut agg = StepAggregator::new(vec![(0, 2), (2, 4)], 3);
+    fn rejects_bad_shapes_and_non_nodes() {
+        let mut agg = aggregator(&[(0, 2), (2, 4)], 3);
         assert!(matches!(
             agg.offer(&[0], vec![1.0]),
             Err(OfferError::WrongLength { got: 1, want: 3 })
@@ -209,10 +267,13 @@ mod tests {
             agg.offer(&[9], vec![0.0; 3]),
             Err(OfferError::BlockOutOfRange { block: 9, .. })
         ));
-        assert!(matches!(
-            agg.offer(&[1, 2], vec![0.0; 3]),
-            Err(OfferError::NotAUnit { .. })
-        ));
+        // 1..3 straddles two units; 0,2 is not consecutive; nothing is no node.
+        for blocks in [&[1, 2][..], &[0, 2], &[]] {
+            assert!(
+                matches!(agg.offer(blocks, vec![0.0; 3]), Err(OfferError::NotANode { .. })),
+                "{blocks:?}"
+            );
+        }
         assert!(agg.covered().is_empty());
     }
 }

@@ -135,17 +135,22 @@ pub fn validate(blocks: u32, replication: u32, workers: u32, target: u32) -> Res
 
 /// Places r copies of each of m blocks on n workers so that any k workers cover every block.
 ///
-/// Fractional repetition when r divides n and every group gets a block; cyclic otherwise.
+/// Fractional repetition when r divides n and every group gets a block; cyclic otherwise. Either
+/// way each worker's first-rank blocks are one contiguous range, which is also its reduction
+/// unit: on time, a worker sends one sum per step.
 pub fn plan(blocks: u32, replication: u32, workers: u32, target: u32) -> Result<Layout, PlanError> {
     validate(blocks, replication, workers, target)?;
     let groups = workers / replication;
-    let (scheme, holders, units) = if workers.is_multiple_of(replication) && blocks >= groups {
-        let (holders, units) = fractional(blocks, replication, groups);
-        (Scheme::Fractional, holders, units)
+    let (scheme, units, holders) = if workers.is_multiple_of(replication) && blocks >= groups {
+        // Extra blocks go to the groups in turn, so group loads stay within one.
+        let units = primary_ranges(blocks, workers, |w| (w % replication) * groups + w / replication);
+        let holders = fractional(&units, replication);
+        (Scheme::Fractional, units, holders)
     } else {
-        let holders = cyclic(blocks, replication, workers);
-        let units = (0..blocks).map(|b| (b, b + 1)).collect();
-        (Scheme::Cyclic, holders, units)
+        // Extra blocks go to workers 0..q, the partial chunk of the ring.
+        let units = primary_ranges(blocks, workers, |w| w);
+        let holders = cyclic(&units, replication, workers);
+        (Scheme::Cyclic, units, holders)
     };
     Ok(Layout {
         epoch: 1,
@@ -156,66 +161,81 @@ pub fn plan(blocks: u32, replication: u32, workers: u32, target: u32) -> Result<
         scheme,
         holders,
         members: (0..workers).collect(),
-        units,
+        // With fewer blocks than workers some have no primaries: no unit either.
+        units: units.into_iter().filter(|(lo, hi)| lo < hi).collect(),
     })
 }
 
-/// The synchronous baseline: block b on worker b mod n only, so the server waits for everyone.
-pub fn uncoded(blocks: u32, workers: u32) -> Result<Layout, PlanError> {
-    if blocks == 0 {
-        return Err(PlanError::NoBlocks(blocks));
-    }
-    if workers == 0 {
-        return Err(PlanError::TargetOutOfRange { target: 0, workers });
-    }
-    Ok(Layout {
+/// The synchronous baseline of a plan: each block on its primary only, so the server waits for
+/// everyone. Same units, hence the same reduction tree and the same bits as the coded job.
+pub fn uncoded(coded: &Layout) -> Layout {
+    Layout {
         epoch: 1,
-        workers,
-        blocks,
         replication: 1,
-        target_workers: workers,
+        target_workers: coded.workers,
         scheme: Scheme::Uncoded,
-        holders: (0..blocks).map(|b| vec![b % workers]).collect(),
-        members: (0..workers).collect(),
-        units: (0..blocks).map(|b| (b, b + 1)).collect(),
-    })
+        holders: coded
+            .holders
+            .iter()
+            .map(|hs| hs[..1.min(hs.len())].to_vec())
+            .collect(),
+        members: (0..coded.workers).collect(),
+        ..coded.clone()
+    }
 }
 
-/// Group g (workers g*r .. g*r+r-1) holds a contiguous block range; inside the group the primary
-/// rotates with the block's position, so each member's rank-0 blocks are a 1/r slice of the range.
-fn fractional(blocks: u32, r: u32, groups: u32) -> (Vec<Vec<u32>>, Vec<(u32, u32)>) {
-    let mut holders = Vec::with_capacity(blocks as usize);
-    let mut units = Vec::with_capacity(groups as usize);
-    for g in 0..groups {
-        let (lo, hi) = (g * blocks / groups, (g + 1) * blocks / groups);
-        units.push((lo, hi));
-        for t in lo..hi {
-            let first = (t - lo) % r;
-            holders.push((0..r).map(|j| g * r + (first + j) % r).collect());
+/// Each worker's first-rank blocks as consecutive ranges in worker order: m/n each, and one more
+/// for the m mod n workers that come first in `extra_order` (a rank per worker id).
+fn primary_ranges(blocks: u32, workers: u32, extra_order: impl Fn(u32) -> u32) -> Vec<(u32, u32)> {
+    let (each, extra) = (blocks / workers, blocks % workers);
+    let mut lo = 0;
+    (0..workers)
+        .map(|w| {
+            let hi = lo + each + u32::from(extra_order(w) < extra);
+            let range = (lo, hi);
+            lo = hi;
+            range
+        })
+        .collect()
+}
+
+/// Group g (workers g*r .. g*r+r-1) holds the union of its members' primary ranges; a block's
+/// backups are the group's other members in rotation, so each member's blocks are its own
+/// primaries plus every other member's.
+fn fractional(units: &[(u32, u32)], r: u32) -> Vec<Vec<u32>> {
+    let mut holders = Vec::new();
+    for (w, &(lo, hi)) in units.iter().enumerate() {
+        let (w, group) = (w as u32, w as u32 / r * r);
+        for _ in lo..hi {
+            holders.push((0..r).map(|j| group + (w - group + j) % r).collect());
         }
     }
-    (holders, units)
+    holders
 }
 
-/// Block b = c*n + p (chunk c, position p). In full chunks rank j sits at p + j*d_c (mod n) with a
-/// step d_c that changes per chunk, so the r-1 backups of one worker's primaries are spread over
-/// different workers and a straggler's load does not fall on a single neighbour. The last, partial
-/// chunk (q = m mod n blocks) uses rank offsets whose windows tile the ring, keeping loads within 1.
-fn cyclic(blocks: u32, r: u32, n: u32) -> Vec<Vec<u32>> {
+/// Worker p's c-th primary sits where block c*n + p sits in a round-robin ring (chunk c,
+/// position p). In full chunks rank j sits at p + j*d_c (mod n) with a step d_c that changes per
+/// chunk, so the r-1 backups of one worker's primaries are spread over different workers and a
+/// straggler's load does not fall on a single neighbour. The last, partial chunk (q = m mod n
+/// blocks) uses rank offsets whose windows tile the ring, keeping loads within 1. Blocks are then
+/// numbered by primary, so each worker's primaries are its range of `units`.
+fn cyclic(units: &[(u32, u32)], r: u32, n: u32) -> Vec<Vec<u32>> {
+    let blocks = units.last().map_or(0, |u| u.1);
     let (full, q) = (blocks / n, blocks % n);
     // Steps d with j*d distinct mod n for j < r, so a block's holders are distinct.
     let steps: Vec<u32> = (1..n).filter(|&d| n / gcd(d, n) >= r).collect();
+    let offsets = tiling_offsets(q.max(1), r, n);
     let mut holders = Vec::with_capacity(blocks as usize);
-    for c in 0..full {
-        let d = steps[c as usize % steps.len()];
-        for p in 0..n {
-            holders.push((0..r).map(|j| (p + j * d) % n).collect());
-        }
-    }
-    if q > 0 {
-        let offsets = tiling_offsets(q, r, n);
-        for p in 0..q {
-            holders.push(offsets.iter().map(|s| (p + s) % n).collect());
+    for (p, &(lo, hi)) in units.iter().enumerate() {
+        let p = p as u32;
+        for c in 0..hi - lo {
+            let ring: Vec<u32> = if c < full {
+                let d = steps[c as usize % steps.len()];
+                (0..r).map(|j| (p + j * d) % n).collect()
+            } else {
+                offsets.iter().map(|s| (p + s) % n).collect()
+            };
+            holders.push(ring);
         }
     }
     holders

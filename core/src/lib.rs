@@ -4,7 +4,8 @@
 //! - [`layout`]: where the r copies of the m blocks live, so that any k of n workers cover all blocks.
 //! - [`coverage`]: how many more workers may be lost right now.
 //! - [`repair`]: a new layout after losses (only lost copies move) or joins (minimal moves).
-//! - [`aggregate`]: exact, order-independent reduction of one step's per-block gradients.
+//! - [`reduction`]: the job's fixed reduction tree: in which association gradients are summed.
+//! - [`aggregate`]: exact, order-independent reduction of one step's gradients along that tree.
 //! - [`heal`]: the self-healing policy shared by the operator and `anyk local`.
 //! - [`optimizer`], [`minibatch`], [`checkpoint`], [`digest`]: the deterministic training arithmetic.
 //! - [`dataset`]: a data set's files and manifest on disk.
@@ -21,6 +22,7 @@ pub mod layout;
 pub mod minibatch;
 pub mod numerics;
 pub mod optimizer;
+pub mod reduction;
 pub mod repair;
 pub mod tensor_bytes;
 
@@ -29,4 +31,5 @@ pub use heal::{Healing, WorkerState, heal, ready_workers};
 pub use layout::{Layout, PlanError, Scheme, plan, uncoded};
 pub use numerics::Numerics;
 pub use optimizer::OptimizerKind;
+pub use reduction::ReductionTree;
 pub use repair::{Move, RepairError, rebalance, repair};

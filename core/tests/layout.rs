@@ -95,6 +95,23 @@ fn plan_matches_brute_force_for_every_small_job() {
                         m as usize,
                         "primaries do not cover n={n} k={k} r={r} m={m}"
                     );
+                    // Each worker's primaries are exactly its unit, so on time it sends one sum;
+                    // a worker without primaries has no unit.
+                    let mut units = layout.units.iter();
+                    for w in 0..n {
+                        let primaries: Vec<u32> =
+                            (0..m).filter(|&b| layout.holders[b as usize][0] == w).collect();
+                        if primaries.is_empty() {
+                            continue;
+                        }
+                        let &(lo, hi) = units.next().unwrap();
+                        let want: Vec<u32> = (lo..hi).collect();
+                        assert_eq!(primaries, want, "n={n} k={k} r={r} m={m} w={w}");
+                    }
+                    assert!(units.next().is_none(), "an empty unit: n={n} k={k} r={r} m={m}");
+                    let sync = anyk_core::uncoded(&layout);
+                    assert_eq!(sync.units, layout.units);
+                    assert!(sync.holders.iter().all(|hs| hs.len() == 1));
                 }
             }
         }
@@ -158,7 +175,8 @@ fn rejects_impossible_parameters_naming_the_bound() {
 fn fractional_when_r_divides_n_cyclic_otherwise() {
     let fr = plan(12, 3, 6, 4).unwrap();
     assert_eq!(fr.scheme, Scheme::Fractional);
-    assert_eq!(fr.units, vec![(0, 6), (6, 12)]);
+    // One unit per worker: its primaries.
+    assert_eq!(fr.units, vec![(0, 2), (2, 4), (4, 6), (6, 8), (8, 10), (10, 12)]);
     // Members of a group hold identical block sets.
     let set = |w| fr.queue(w).into_iter().collect::<BTreeSet<u32>>();
     assert_eq!(set(0), set(1));
@@ -166,9 +184,10 @@ fn fractional_when_r_divides_n_cyclic_otherwise() {
     assert_ne!(set(0), set(3));
     let cy = plan(24, 3, 8, 6).unwrap();
     assert_eq!(cy.scheme, Scheme::Cyclic);
-    // Worker i starts with block i.
+    // Worker w starts with its unit, blocks 3w..3w+3, its primaries.
     for w in 0..8 {
-        assert_eq!(cy.queue(w)[0], w);
+        assert_eq!(cy.units[w as usize], (3 * w, 3 * w + 3));
+        assert_eq!(cy.queue(w)[..3], [3 * w, 3 * w + 1, 3 * w + 2]);
     }
 }
 

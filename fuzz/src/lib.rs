@@ -336,7 +336,7 @@ pub fn seed_layouts() -> Vec<Layout> {
     .into_iter()
     .filter_map(|(m, r, n, k)| anyk_core::plan(m, r, n, k).ok())
     .collect();
-    layouts.extend(anyk_core::uncoded(6, 3));
+    layouts.extend(anyk_core::plan(6, 2, 3, 2).map(|l| anyk_core::uncoded(&l)));
     let base = layouts[0].clone();
     if let Ok((repaired, _)) = anyk_core::repair(&base, &[1]) {
         layouts.extend(anyk_core::rebalance(&repaired, &[1]).ok().map(|(l, _)| l));

@@ -4,11 +4,13 @@
 //! so this reads each gRPC message's length prefix as the body streams in and refuses a message
 //! that is too large with RESOURCE_EXHAUSTED before its payload is buffered.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
+use tokio::sync::Semaphore;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
@@ -86,16 +88,28 @@ impl FrameMeter {
     }
 }
 
-/// Wraps a service so every request body is metered against `limit`.
+/// Gradient pushes whose bodies are read at once. Each holds up to a model's bytes while it is
+/// decoded and offered; the others wait, their bytes held back by HTTP/2 flow control (a few
+/// MiB per stream), so the server's memory stays a few model sizes however many workers push.
+pub const PUSHES_IN_FLIGHT: usize = 2;
+const PUSH_PATH: &str = "/anyk.v1.Training/PushGradient";
+
+/// Wraps a service so every request body is metered against `limit`, and at most
+/// [`PUSHES_IN_FLIGHT`] gradient pushes are read at once.
 #[derive(Clone)]
 pub struct Limited<S> {
     inner: S,
     limit: MessageLimit,
+    pushes: Arc<Semaphore>,
 }
 
 impl<S> Limited<S> {
     pub fn new(inner: S, limit: MessageLimit) -> Self {
-        Self { inner, limit }
+        Self {
+            inner,
+            limit,
+            pushes: Arc::new(Semaphore::new(PUSHES_IN_FLIGHT)),
+        }
     }
 }
 
@@ -105,11 +119,12 @@ impl<S: NamedService> NamedService for Limited<S> {
 
 impl<S> Service<Request<Body>> for Limited<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>>,
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -117,13 +132,24 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let limit = self.limit.clone();
-        self.inner.call(request.map(|body| {
+        let admission = (request.uri().path() == PUSH_PATH).then(|| self.pushes.clone());
+        let request = request.map(|body| {
             Body::new(MeteredBody {
                 inner: body,
                 meter: FrameMeter::default(),
                 limit,
             })
-        }))
+        });
+        // The service that was made ready serves this call; a fresh clone takes its place.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        Box::pin(async move {
+            let _permit = match admission {
+                Some(pushes) => pushes.acquire_owned().await.ok(),
+                None => None,
+            };
+            inner.call(request).await
+        })
     }
 }
 

@@ -7,10 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use anyk_proto::v1::{
-    CheckpointRequest, CheckpointResponse, GradientRequest, GradientResponse, InitializeRequest,
-    InitializeResponse, JoinRequest, JoinResponse, Progress, ProgressRequest, SetLayoutRequest,
-    SetLayoutResponse, SubscribeRequest, TrainingSettings, WorkerEvent, control_server::Control,
-    training_server::Training, worker_event::Event,
+    GradientRequest, GradientResponse, InitializeRequest, InitializeResponse, JoinRequest, JoinResponse,
+    Progress, SubscribeRequest, TrainingSettings, WorkerEvent, training_server::Training,
+    worker_event::Event,
 };
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
@@ -21,7 +20,9 @@ use crate::error::chain;
 use crate::identity::Guard;
 use crate::message_limit::MessageLimit;
 use crate::store::CheckpointStore;
-use crate::trainer::Trainer;
+use crate::trainer::{Prepared, Trainer};
+
+mod control;
 
 type EventSender = mpsc::Sender<Result<WorkerEvent, Status>>;
 
@@ -44,6 +45,8 @@ pub struct ServerState {
     guard: Option<Guard>,
     /// The largest Training message, fitted to the model once it has parameters.
     message_limit: MessageLimit,
+    /// Strict mode (fixed for the job), known without the lock.
+    strict: bool,
 }
 
 #[derive(Clone, PartialEq)]
@@ -62,6 +65,7 @@ impl ServerState {
     pub fn guarded(trainer: Trainer, store: Option<CheckpointStore>, guard: Option<Guard>) -> Arc<Self> {
         let message_limit = MessageLimit::new(usize::MAX);
         fit_limit(&message_limit, &trainer);
+        let strict = trainer.settings().strict;
         Arc::new(Self {
             trainer: Mutex::new(trainer),
             subscribers: Mutex::new(HashMap::new()),
@@ -70,6 +74,7 @@ impl ServerState {
             checkpoints: tokio::sync::Mutex::new(None),
             guard,
             message_limit,
+            strict,
         })
     }
 
@@ -111,15 +116,22 @@ impl ServerState {
     /// The progress report, its parameter digest computed after the job lock is let go (it
     /// costs 0.1-0.3 s at 16M parameters; once per step, however many ask).
     fn progress(&self) -> Progress {
+        self.progress_hashed(true)
+    }
+
+    /// With `hash` false the digest is left out unless already known: watchers get a report
+    /// every step, and hashing the model every step costs more than the step's aggregation.
+    fn progress_hashed(&self, hash: bool) -> Progress {
         let (mut progress, params) = self.trainer().progress_unhashed();
-        if let Some(params) = params {
+        if let Some(params) = params.filter(|_| hash || progress.finished) {
             progress.param_sha256 = params.digest().to_string();
         }
         progress
     }
 
+    /// Sends watchers the progress; the parameter digest only once training is over.
     fn publish_progress(&self) {
-        let progress = self.progress();
+        let progress = self.progress_hashed(false);
         // A watcher that falls behind misses intermediate reports, never the stream.
         lock(&self.watchers).retain(|tx| {
             !matches!(
@@ -216,6 +228,7 @@ impl Training for TrainingService {
             batch_size: s.batch_size,
             total_steps: s.total_steps,
             blocks: s.blocks,
+            strict: s.strict,
         };
         tracing::info!(worker = req.worker, needs_init, "worker joined");
         Ok(Response::new(JoinResponse {
@@ -277,9 +290,12 @@ impl Training for TrainingService {
     ) -> Result<Response<GradientResponse>, Status> {
         self.0.authorize_worker(&req, req.get_ref().worker)?;
         let req = req.into_inner();
+        // Decoding and hashing a large gradient happen here, before the lock, in parallel with
+        // other pushes.
+        let prepared = Prepared::new(&req, self.0.strict);
         let (outcome, checkpoint_due) = {
             let mut trainer = self.0.trainer();
-            let outcome = trainer.push(&req, Instant::now()).inspect_err(
+            let outcome = trainer.push_prepared(&req, prepared, Instant::now()).inspect_err(
                 |e| tracing::debug!(worker = req.worker, step = req.step, error = %e, "gradient rejected"),
             )?;
             if let Some(event) = &outcome.released {
@@ -300,74 +316,6 @@ impl Training for TrainingService {
             }
         }
         Ok(Response::new(outcome.response))
-    }
-}
-
-#[tonic::async_trait]
-impl Control for ControlService {
-    async fn set_layout(
-        &self,
-        req: Request<SetLayoutRequest>,
-    ) -> Result<Response<SetLayoutResponse>, Status> {
-        self.0.authorize_operator(&req)?;
-        let wire = req
-            .into_inner()
-            .layout
-            .ok_or_else(|| Status::invalid_argument("layout is missing"))?;
-        let layout =
-            anyk_proto::layout_from_wire(&wire).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let epoch = layout.epoch;
-        let assignments = {
-            let mut trainer = self.0.trainer();
-            let assignments = trainer.set_layout(layout)?;
-            for (worker, assignment) in assignments.iter().cloned() {
-                self.0.send_to(
-                    worker,
-                    WorkerEvent {
-                        event: Some(Event::Assignment(assignment)),
-                    },
-                );
-            }
-            assignments
-        };
-        tracing::info!(epoch, workers = assignments.len(), "layout installed");
-        self.0.publish_progress();
-        Ok(Response::new(SetLayoutResponse { epoch }))
-    }
-
-    async fn get_progress(&self, req: Request<ProgressRequest>) -> Result<Response<Progress>, Status> {
-        self.0.authorize_operator(&req)?;
-        Ok(Response::new(self.0.progress()))
-    }
-
-    type WatchProgressStream = ProgressStream;
-
-    async fn watch_progress(
-        &self,
-        req: Request<ProgressRequest>,
-    ) -> Result<Response<ProgressStream>, Status> {
-        self.0.authorize_operator(&req)?;
-        let progress = self.0.progress();
-        let mut watchers = lock(&self.0.watchers);
-        watchers.retain(|tx| !tx.is_closed());
-        if watchers.len() >= MAX_WATCHERS {
-            return Err(Status::resource_exhausted(format!(
-                "too many progress watchers: {MAX_WATCHERS} streams are open; close one or use GetProgress"
-            )));
-        }
-        let (tx, rx) = mpsc::channel(1024);
-        let _ = tx.try_send(Ok(progress));
-        watchers.push(tx);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-
-    async fn checkpoint(
-        &self,
-        req: Request<CheckpointRequest>,
-    ) -> Result<Response<CheckpointResponse>, Status> {
-        self.0.authorize_operator(&req)?;
-        let (step, path) = self.0.save_checkpoint().await?;
-        Ok(Response::new(CheckpointResponse { step, path }))
     }
 }
 

@@ -7,6 +7,11 @@ use crate::error::RequestError;
 
 /// Decodes a wire tensor of `want` f32 values, rejecting other dtypes, shapes and non-finite values.
 pub fn decode(tensor: Option<&Tensor>, want: usize) -> Result<Vec<f32>, RequestError> {
+    check_length(decode_any(tensor)?, want)
+}
+
+/// Decodes a wire tensor of any length (checked against the model later, under the job lock).
+pub fn decode_any(tensor: Option<&Tensor>) -> Result<Vec<f32>, RequestError> {
     let tensor = tensor.ok_or(RequestError::MissingTensor)?;
     if tensor.dtype != DataType::F32 as i32 {
         return Err(RequestError::UnsupportedDtype(tensor.dtype));
@@ -18,18 +23,23 @@ pub fn decode(tensor: Option<&Tensor>, want: usize) -> Result<Vec<f32>, RequestE
             bytes: tensor.data.len(),
         });
     }
-    if tensor.length != want as u64 {
-        return Err(RequestError::WrongLength {
-            got: tensor.length,
-            want: want as u64,
-        });
-    }
     let values = tensor_bytes::from_bytes(&tensor.data).map_err(|_| RequestError::RaggedTensor {
         length: tensor.length,
         bytes: tensor.data.len(),
     })?;
     if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
         return Err(RequestError::NotFinite { index, value });
+    }
+    Ok(values)
+}
+
+/// `values` if the model has exactly that many parameters.
+pub fn check_length(values: Vec<f32>, want: usize) -> Result<Vec<f32>, RequestError> {
+    if values.len() != want {
+        return Err(RequestError::WrongLength {
+            got: values.len() as u64,
+            want: want as u64,
+        });
     }
     Ok(values)
 }

@@ -13,7 +13,8 @@ use std::collections::BTreeSet;
 use std::time::Instant;
 
 use anyk_core::Layout;
-use anyk_core::aggregate::sum_in_order;
+use anyk_core::ReductionTree;
+use anyk_core::aggregate::node_sum;
 use anyk_core::optimizer::OptimizerConfig;
 use anyk_proto::v1::{GradientRequest, Tensor};
 use anyk_server::error::RequestError;
@@ -109,10 +110,9 @@ fn grad(step: u64, block: u32, params: usize) -> Vec<f32> {
         .collect()
 }
 
-/// A unit's gradient as a worker pre-sums it: `sum_in_order` over its blocks in id order.
-fn unit_grad(step: u64, (lo, hi): (u32, u32), params: usize) -> Vec<f32> {
-    let parts: Vec<Vec<f32>> = (lo..hi).map(|b| grad(step, b, params)).collect();
-    sum_in_order(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>())
+/// A unit's gradient as a worker pre-sums it: along the job's reduction tree.
+fn unit_grad(units: &[(u32, u32)], step: u64, (lo, hi): (u32, u32), params: usize) -> Vec<f32> {
+    node_sum(&ReductionTree::new(units), lo, hi, |b| grad(step, b, params)).unwrap()
 }
 
 fn trainer(job: &Job) -> Trainer {
@@ -203,7 +203,7 @@ impl Run<'_> {
                     worker,
                     step,
                     (lo..hi).collect(),
-                    &unit_grad(step, (lo, hi), params),
+                    &unit_grad(&layout.units, step, (lo, hi), params),
                 )
             }
             Message::Late { block } if step > 0 => request(

@@ -25,6 +25,19 @@ impl Corruption {
     }
 }
 
+impl Corruption {
+    /// [`Corruption::apply`] on little-endian f32 wire bytes: the first value's lowest bit.
+    pub fn apply_bytes(self, step: u64, bytes: &mut [u8]) -> bool {
+        match (self.from, bytes.first_mut()) {
+            (Some(from), Some(first)) if step >= from => {
+                *first ^= 1;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
 /// `value` with its lowest mantissa bit flipped: one unit in the last place, never a NaN or an
 /// infinity (the exponent is untouched).
 pub fn flip_lowest_bit(value: f32) -> f32 {

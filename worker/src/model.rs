@@ -105,20 +105,32 @@ impl Model {
 
     /// Overwrites the parameters from a flat vector.
     pub fn set_flat_params(&mut self, flat: &[f32]) -> Result<(), ModelError> {
-        let want = self.param_count();
-        if flat.len() != want {
-            return Err(ModelError::WrongLength {
-                got: flat.len(),
-                want,
-            });
+        self.set_from(&Tensor::from_slice(flat))
+    }
+
+    /// Overwrites the parameters from little-endian f32 wire bytes, copied once into a tensor.
+    pub fn set_params_from_bytes(&mut self, bytes: &[u8]) -> Result<(), ModelError> {
+        if cfg!(target_endian = "big") || !bytes.len().is_multiple_of(4) {
+            let flat = anyk_core::tensor_bytes::from_bytes(bytes).map_err(|_| ModelError::WrongLength {
+                got: bytes.len() / 4,
+                want: self.param_count(),
+            })?;
+            return self.set_flat_params(&flat);
+        }
+        let flat = Tensor::f_from_data_size(bytes, &[(bytes.len() / 4) as i64], Kind::Float)?;
+        self.set_from(&flat)
+    }
+
+    fn set_from(&mut self, flat: &Tensor) -> Result<(), ModelError> {
+        let (want, got) = (self.param_count(), flat.numel());
+        if got != want {
+            return Err(ModelError::WrongLength { got, want });
         }
         let mut offset = 0;
         tch::no_grad(|| -> Result<(), ModelError> {
             for p in self.params() {
-                let n = p.numel();
-                let src = Tensor::from_slice(&flat[offset..offset + n])
-                    .to_device(p.device())
-                    .view_as(p);
+                let n = p.numel() as i64;
+                let src = flat.narrow(0, offset, n).to_device(p.device()).view_as(p);
                 p.shallow_clone().f_copy_(&src)?;
                 offset += n;
             }
@@ -128,18 +140,38 @@ impl Model {
 
     /// Mean cross-entropy of `xs` against labels `ys`, and the flat gradient of the parameters.
     pub fn gradient(&mut self, xs: &Tensor, ys: &Tensor) -> Result<(Vec<f32>, f32), ModelError> {
+        let (flat, loss) = self.gradient_tensor(xs, ys)?;
+        Ok((Vec::<f32>::try_from(&flat)?, loss))
+    }
+
+    /// [`Model::gradient`] as one flat, contiguous f32 tensor on the CPU (no copy to a vector).
+    pub fn gradient_tensor(&mut self, xs: &Tensor, ys: &Tensor) -> Result<(Tensor, f32), ModelError> {
         for p in self.params() {
             p.shallow_clone().zero_grad();
         }
         let loss = self.forward(xs)?.cross_entropy_for_logits(ys);
         loss.f_backward()?;
-        let grads = self.params().iter().map(|p| p.grad());
-        let flat = flatten(grads)?;
+        let flat = flatten_tensor(self.params().iter().map(|p| p.grad()))?;
         Ok((flat, loss.double_value(&[]) as f32))
     }
 }
 
+/// A flat f32 tensor's values as little-endian bytes, in one copy.
+pub fn tensor_to_bytes(flat: &Tensor) -> Result<Vec<u8>, ModelError> {
+    let numel = flat.numel();
+    if cfg!(target_endian = "big") {
+        return Ok(anyk_core::tensor_bytes::to_bytes(&Vec::<f32>::try_from(flat)?));
+    }
+    let mut bytes = vec![0u8; numel * 4];
+    flat.f_copy_data_u8(&mut bytes, numel)?;
+    Ok(bytes)
+}
+
 fn flatten(tensors: impl Iterator<Item = Tensor>) -> Result<Vec<f32>, ModelError> {
+    Ok(Vec::<f32>::try_from(&flatten_tensor(tensors)?)?)
+}
+
+fn flatten_tensor(tensors: impl Iterator<Item = Tensor>) -> Result<Tensor, ModelError> {
     let parts: Vec<Tensor> = tensors
         .map(|t| {
             t.detach()
@@ -148,8 +180,7 @@ fn flatten(tensors: impl Iterator<Item = Tensor>) -> Result<Vec<f32>, ModelError
                 .flatten(0, -1)
         })
         .collect();
-    let flat = Tensor::f_cat(&parts, 0)?.contiguous();
-    Ok(Vec::<f32>::try_from(&flat)?)
+    Ok(Tensor::f_cat(&parts, 0)?.contiguous())
 }
 
 fn display(path: &Path) -> String {

@@ -28,9 +28,11 @@ const STALL: Duration = Duration::from_secs(90);
 
 pub async fn run(args: &LocalArgs) -> Result<Summary, LocalError> {
     let started = Instant::now();
+    let coded = plan(args.blocks, args.replication, args.workers, args.target)?;
+    // The baseline keeps the coded plan's units, so both reduce in the same association.
     let layout = match args.baseline {
-        Some(Baseline::Sync) => uncoded(args.blocks, args.workers)?,
-        None => plan(args.blocks, args.replication, args.workers, args.target)?,
+        Some(Baseline::Sync) => uncoded(&coded),
+        None => coded,
     };
     let faults = args.faults();
     faults.check(args.workers).map_err(LocalError::Invalid)?;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sha2::{Digest as _, Sha256};
 
 /// The first 8 bytes of a copy's SHA-256, little-endian.
-pub(super) type Digest = u64;
+pub type Digest = u64;
 
 /// Digest of a gradient's exact wire bytes.
 pub(super) fn digest(bytes: &[u8]) -> Digest {

@@ -63,6 +63,11 @@ impl Counters {
         stats.latency_total += latency;
     }
 
+    /// The members that contributed nothing to the last step.
+    pub fn skipped_last_step(&self) -> &[u32] {
+        &self.skipped_last_step
+    }
+
     /// Counts the members that contributed nothing to `round` as skipped, and its time.
     pub fn step_done(&mut self, round: &Round, layout: Option<&Layout>, now: Instant) {
         let skipped: Vec<u32> = layout

@@ -112,6 +112,11 @@ pub(super) fn assignment(layout: &Layout, worker: u32) -> Assignment {
             Vec::new()
         },
         unit_bounds: layout.units.iter().flat_map(|&(lo, hi)| [lo, hi]).collect(),
+        first_rank: layout
+            .holders
+            .iter()
+            .filter(|hs| hs.first() == Some(&worker))
+            .count() as u32,
     }
 }
 

@@ -7,11 +7,12 @@ mod counters;
 mod layouts;
 mod model;
 mod numerics;
+mod prepared;
+mod progress;
 mod replicas;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use agreement::Agreement;
@@ -20,7 +21,7 @@ use anyk_core::aggregate::{Offer, OfferError};
 use anyk_core::checkpoint::Checkpoint;
 use anyk_core::job::JobIdentity;
 use anyk_core::optimizer::Optimizer;
-use anyk_proto::v1::{Assignment, GradientRequest, GradientResponse, Progress, WorkerEvent};
+use anyk_proto::v1::{Assignment, GradientRequest, GradientResponse, WorkerEvent};
 
 use crate::error::RequestError;
 use crate::settings::Settings;
@@ -30,6 +31,8 @@ pub use layouts::{MAX_BLOCK_COPIES, MAX_EPOCH_JUMP, MAX_FIRST_EPOCH, MAX_WORKERS
 use model::Model;
 pub use model::Params;
 pub use numerics::NonFinite;
+pub use prepared::Prepared;
+use prepared::late_blocks;
 
 /// One training job as the server sees it.
 pub struct Trainer {
@@ -186,18 +189,33 @@ impl Trainer {
     /// Validates, compares with the other holders' copies and offers one gradient; aggregates
     /// and releases the next step at first cover (in strict mode, of agreed gradients).
     pub fn push(&mut self, req: &GradientRequest, now: Instant) -> Result<PushOutcome, RequestError> {
-        let gradient = self.check_push(req)?;
+        self.push_prepared(req, Prepared::new(req, self.settings.strict), now)
+    }
+
+    /// [`Trainer::push`] with the O(model) work (decoding, the digest) done beforehand, outside
+    /// the job lock, so that concurrent pushes do it in parallel.
+    pub fn push_prepared(
+        &mut self,
+        req: &GradientRequest,
+        prepared: Prepared,
+        now: Instant,
+    ) -> Result<PushOutcome, RequestError> {
+        let Prepared { values, digest } = prepared;
+        let gradient = self.check_push(req, values)?;
         self.counters.received += req.blocks.len() as u64;
-        let digest = agreement::digest(req.gradient.as_ref().map_or(&[][..], |t| &t.data[..]));
-        let verdict = self.compare(req, digest);
+        let digest = match digest {
+            None if self.settings.strict => Some(Prepared::digest(req)),
+            digest => digest,
+        };
+        let verdict = digest.and_then(|digest| self.compare(req, digest));
         // `check_push` refused future steps: an older one, or any after the end, is late.
         if req.step != self.step() || self.is_finished() {
             self.counters.late_dropped += 1;
             return Ok(self.dropped(true));
         }
-        if !self.settings.strict {
+        let Some(digest) = digest.filter(|_| self.settings.strict) else {
             return self.offer(req, gradient, &[], now);
-        }
+        };
         match self.confirm(req, gradient, digest, verdict.as_ref()) {
             Some(gradient) => {
                 let agreeing = verdict.map(|v| v.agreeing).unwrap_or_default();
@@ -242,44 +260,6 @@ impl Trainer {
         }
     }
 
-    /// Progress without hashing the parameters under the caller's lock: `param_sha256` is
-    /// filled only when already known, and the parameters come along for the caller to hash
-    /// after it let go of the lock ([`Params::digest`]).
-    pub fn progress_unhashed(&self) -> (Progress, Option<Arc<Params>>) {
-        let params = self.model.as_ref().map(|m| m.params.clone());
-        let mut progress = self.progress_with(|_| String::new());
-        if let Some(known) = params.as_ref().and_then(|p| p.known_digest()) {
-            progress.param_sha256 = known.to_string();
-        }
-        (progress, params)
-    }
-
-    pub fn progress(&self) -> Progress {
-        self.progress_with(|params| params.digest().to_string())
-    }
-
-    fn progress_with(&self, digest: impl Fn(&Params) -> String) -> Progress {
-        let model = self.model.as_ref();
-        Progress {
-            step: self.step(),
-            total_steps: self.settings.total_steps,
-            loss: model.map_or(f32::NAN, |m| m.loss),
-            epoch: self.layout.as_ref().map_or(0, |l| l.epoch),
-            finished: self.is_finished(),
-            param_sha256: model.map(|m| digest(&m.params)).unwrap_or_default(),
-            strict: self.settings.strict,
-            failed_reason: self
-                .failure
-                .as_ref()
-                .map(|f| f.reason.to_string())
-                .unwrap_or_default(),
-            failed_step: self.failure.as_ref().map_or(0, |f| f.step),
-            ..self
-                .counters
-                .progress(self.started.elapsed(), self.settings.faulty_after)
-        }
-    }
-
     /// Everything needed to resume, once parameters exist, and the job it belongs to.
     /// After a failed step it is the last good step's state (the failed one was not applied).
     pub fn checkpoint(&self) -> Option<Checkpoint> {
@@ -307,7 +287,11 @@ impl Trainer {
 
     /// Everything about a gradient that can be refused before it is offered, in the order the
     /// client is told: who sent it, for which epoch and step, which blocks, then the tensor.
-    fn check_push(&self, req: &GradientRequest) -> Result<Vec<f32>, RequestError> {
+    fn check_push(
+        &self,
+        req: &GradientRequest,
+        values: Result<Vec<f32>, RequestError>,
+    ) -> Result<Vec<f32>, RequestError> {
         let layout = layouts::member(self.layout.as_ref(), req.worker)?;
         let model = self.model.as_ref().ok_or(RequestError::NotInitialized)?;
         if let Some(failure) = &self.failure {
@@ -336,19 +320,16 @@ impl Trainer {
                 epoch: layout.epoch,
             });
         }
-        // One block or exactly one unit, checked before the copy is compared with others.
-        if req.blocks.len() > 1
-            && !layout
-                .units
-                .iter()
-                .any(|&(lo, hi)| req.blocks.iter().copied().eq(lo..hi))
+        // One node of the reduction tree, checked before the copy is compared with others.
+        if let Some(round) = &model.round
+            && !round.aggregator.is_node(&req.blocks)
         {
-            return Err(OfferError::NotAUnit {
+            return Err(OfferError::NotANode {
                 blocks: req.blocks.clone(),
             }
             .into());
         }
-        tensor::decode(req.gradient.as_ref(), model.params.len())
+        tensor::check_length(values?, model.params.len())
     }
 
     /// Applies the step just covered, records who was skipped, and opens the next one; `None`
@@ -367,6 +348,7 @@ impl Trainer {
             }
         };
         self.counters.step_done(&done, self.layout.as_ref(), now);
+        model.late_blocks = late_blocks(self.layout.as_ref(), self.counters.skipped_last_step());
         model.open_round(self.layout.as_ref(), &self.settings, true, now);
         self.agreement.release_before(model.step);
         Some(model.event())

@@ -6,10 +6,10 @@ use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyk_core::Layout;
 use anyk_core::aggregate::StepAggregator;
 use anyk_core::digest::param_sha256;
 use anyk_core::optimizer::Optimizer;
+use anyk_core::{Layout, ReductionTree};
 use anyk_proto::v1::{Finished, GradientRequest, StepReady, WorkerEvent, worker_event::Event};
 
 use super::numerics::{self, NonFinite};
@@ -26,7 +26,15 @@ pub(super) struct Model {
     pub loss: f32,
     /// The step being collected; `None` once the last step is done.
     pub round: Option<Round>,
+    /// Blocks whose first holder was late last step (sent with the step, see `StepReady`).
+    pub late_blocks: Vec<u32>,
+    /// The reduction tree of the units it was built for (they are fixed for the job's life, so
+    /// it is built once, not every step).
+    tree: Option<BuiltTree>,
 }
+
+/// A reduction tree and the units it was built for.
+type BuiltTree = (Vec<(u32, u32)>, Arc<ReductionTree>);
 
 /// The parameters of one step, and their SHA-256 once someone asked for it.
 pub struct Params {
@@ -83,6 +91,8 @@ impl Model {
             step,
             loss,
             round: None,
+            late_blocks: Vec::new(),
+            tree: None,
         }
     }
 
@@ -93,8 +103,17 @@ impl Model {
     /// Opens the collection of step `self.step` in the reduction units of `layout`, unless the
     /// job has done all its steps.
     pub fn open_round(&mut self, layout: Option<&Layout>, settings: &Settings, timed: bool, now: Instant) {
+        let units = units(layout, settings.blocks);
+        let tree = match &self.tree {
+            Some((built_for, tree)) if *built_for == units => tree.clone(),
+            _ => {
+                let tree = Arc::new(ReductionTree::new(&units));
+                self.tree = Some((units, tree.clone()));
+                tree
+            }
+        };
         self.round = (self.step < settings.total_steps).then(|| Round {
-            aggregator: StepAggregator::new(units(layout, settings.blocks), self.params.len()),
+            aggregator: StepAggregator::new(tree, self.params.len()),
             timed,
             released: now,
             contributors: BTreeSet::new(),
@@ -135,6 +154,7 @@ impl Model {
             Event::Step(StepReady {
                 step: self.step,
                 params: Some(tensor::encode(&self.params)),
+                late_blocks: self.late_blocks.clone(),
             })
         };
         WorkerEvent { event: Some(event) }

@@ -35,9 +35,9 @@ async fn aggregates_at_first_cover_exactly_and_releases_the_next_step() {
     };
     assert_eq!(next.step, 1);
     let params = tensor_bytes::from_bytes(&next.params.unwrap().data).unwrap();
-    // params = 0 - mean(grad), summed in block order within each reduction unit (this layout is
-    // fractional: units 0..3 and 3..6), then the units in order, whatever the arrival order.
-    assert_eq!(layout.units, vec![(0, 3), (3, 6)]);
+    // params = 0 - mean(grad), summed along the reduction tree whatever the arrival order: this
+    // layout's units are 0..2, 2..3, 3..5, 5..6, so the tree is ((0+1)+2) + ((3+4)+5).
+    assert_eq!(layout.units, vec![(0, 2), (2, 3), (3, 5), (5, 6)]);
     let unit = |lo: u32, hi: u32| {
         let mut acc = grad(lo);
         for b in lo + 1..hi {

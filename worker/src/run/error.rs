@@ -17,6 +17,8 @@ pub enum RunError {
     Model(#[from] ModelError),
     #[error("this worker's model has {local} parameters but the job's has {job}: wrong --model?")]
     ModelMismatch { local: u64, job: u64 },
+    #[error("block {0} was assigned but its data is not loaded")]
+    BlockNotLoaded(u32),
     #[error("the server's event stream ended before training finished")]
     StreamEnded,
     #[error("the server's event stream failed")]
@@ -35,7 +37,10 @@ impl RunError {
         match self {
             RunError::Connect(_) | RunError::StreamEnded => true,
             RunError::Stream(status) | RunError::Refused { source: status, .. } => gone(status),
-            RunError::Data(_) | RunError::Model(_) | RunError::ModelMismatch { .. } => false,
+            RunError::Data(_)
+            | RunError::Model(_)
+            | RunError::ModelMismatch { .. }
+            | RunError::BlockNotLoaded(_) => false,
         }
     }
 }

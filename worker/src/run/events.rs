@@ -101,6 +101,7 @@ mod tests {
                     let step = Event::Step(StepReady {
                         step: 5,
                         params: None,
+                        late_blocks: Vec::new(),
                     });
                     vec![assignment(2), Ok(WorkerEvent { event: Some(step) })]
                 };

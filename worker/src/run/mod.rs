@@ -5,14 +5,14 @@
 use anyk_proto::tls::Credentials;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyk_core::minibatch::minibatch;
-use anyk_core::tensor_bytes;
+use anyk_core::ReductionTree;
 use anyk_proto::transport::MAX_MESSAGE_BYTES;
 use anyk_proto::v1::{
-    Assignment, GradientRequest, GradientResponse, InitializeRequest, JoinRequest, JoinResponse, Tensor,
-    TrainingSettings, WorkerEvent, training_client::TrainingClient, worker_event::Event,
+    Assignment, InitializeRequest, JoinRequest, JoinResponse, Tensor, TrainingSettings, WorkerEvent,
+    training_client::TrainingClient, worker_event::Event,
 };
 use tch::Device;
 use tokio::sync::mpsc;
@@ -21,9 +21,11 @@ use tonic::{Code, Status};
 
 mod error;
 mod events;
+mod step;
 
 pub use error::RunError;
 use events::subscribe;
+use step::StepEnd;
 
 use crate::corrupt::Corruption;
 use crate::data::BlockCache;
@@ -55,7 +57,10 @@ pub struct RunStats {
 
 struct Step {
     number: u64,
-    params: Vec<f32>,
+    /// The parameters as wire bytes, copied once, straight into the model.
+    params: tonic::codegen::Bytes,
+    /// Blocks whose first holder was late last step.
+    late: BTreeSet<u32>,
 }
 
 /// [`run`], joining again while the server is gone, for up to `window` at a time: a replaced
@@ -99,17 +104,7 @@ pub async fn run(config: &WorkerConfig) -> Result<RunStats, RunError> {
         });
     }
     if joined.needs_init {
-        let params = model.flat_params()?;
-        client
-            .initialize(InitializeRequest {
-                worker: config.worker,
-                params: Some(Tensor::from_f32(&params)),
-            })
-            .await
-            .map_err(|source| RunError::Refused {
-                action: "initial parameters",
-                source,
-            })?;
+        initialize(&mut client, config.worker, &model).await?;
     }
     let mut events = subscribe(&mut client, config.worker).await?;
     let mut worker = Worker {
@@ -121,6 +116,7 @@ pub async fn run(config: &WorkerConfig) -> Result<RunStats, RunError> {
         pending: None,
         send_time: Duration::ZERO,
         stats: RunStats::default(),
+        tree: None,
     };
     loop {
         // Wait for a step (or the end), applying assignments as they come.
@@ -131,9 +127,16 @@ pub async fn run(config: &WorkerConfig) -> Result<RunStats, RunError> {
             }
         }
         let step = worker.pending.take().expect("checked above");
-        model.set_flat_params(&step.params)?;
-        if worker.compute_step(&mut model, step.number, &mut events).await? {
-            return Ok(worker.stats);
+        model.set_params_from_bytes(&step.params)?;
+        loop {
+            match worker
+                .compute_step(&mut model, step.number, &step.late, &mut events)
+                .await?
+            {
+                StepEnd::Finished => return Ok(worker.stats),
+                StepEnd::Redo => continue,
+                StepEnd::Over => break,
+            }
         }
     }
 }
@@ -149,6 +152,8 @@ struct Worker<'a> {
     /// Recent round-trip time of a gradient send.
     send_time: Duration,
     stats: RunStats,
+    /// The reduction tree, and the unit bounds it was built for.
+    tree: Option<(Vec<u32>, Arc<ReductionTree>)>,
 }
 
 type Events = mpsc::Receiver<Result<WorkerEvent, Status>>;
@@ -165,11 +170,10 @@ impl Worker<'_> {
                 self.assignment = a;
             }
             Some(Event::Step(s)) => {
-                let params = s.params.map(|t| tensor_bytes::from_bytes(&t.data)).transpose();
-                let params = params.map_err(|_| RunError::StreamEnded)?.unwrap_or_default();
                 self.pending = Some(Step {
                     number: s.step,
-                    params,
+                    params: s.params.map(|t| t.data).unwrap_or_default(),
+                    late: s.late_blocks.into_iter().collect(),
                 });
             }
             Some(Event::Finished(f)) => {
@@ -192,139 +196,11 @@ impl Worker<'_> {
         Ok(false)
     }
 
-    /// Computes and sends block gradients for `step` until the server has them all.
-    /// Returns true when training is over.
-    async fn compute_step(
-        &mut self,
-        model: &mut Model,
-        step: u64,
-        events: &mut Events,
-    ) -> Result<bool, RunError> {
-        let mut done: BTreeSet<u32> = BTreeSet::new();
-        let mut covered: BTreeSet<u32> = BTreeSet::new();
-        loop {
-            if self.drain(events)? {
-                return Ok(true);
-            }
-            if self.abandoned() {
-                return Ok(false);
-            }
-            let Some(block) = self.next_block(&done, &covered) else {
-                self.stats.steps += 1;
-                return Ok(false);
-            };
-            done.insert(block);
-            let started = Instant::now();
-            let (mut gradient, loss) = self.block_gradient(model, step, block)?;
-            self.config.corruption.apply(step, &mut gradient);
-            let compute = started.elapsed();
-            let delay = self.config.straggle.delay(compute, self.send_time);
-            if !delay.is_zero() && self.wait_interruptibly(delay, events).await? {
-                return Ok(true);
-            }
-            if self.abandoned() {
-                return Ok(false);
-            }
-            match self.push(step, block, &gradient, loss, compute).await {
-                Ok(response) => {
-                    covered.extend(response.covered);
-                    if response.step_done {
-                        self.stats.steps += 1;
-                        return Ok(false);
-                    }
-                }
-                // The layout moved on; its assignment is on the way. Compute the block again
-                // under the new epoch if this worker still holds it and nobody sent it. (Or
-                // training failed on a non-finite step: nothing more comes, and the worker
-                // waits, not crashing, until its supervisor ends the job.)
-                Err(status) if status.code() == Code::FailedPrecondition => {
-                    tracing::info!(%status, "gradient refused; waiting for the next event");
-                    done.remove(&block);
-                    if let Some(event) = events.recv().await
-                        && self.apply(event?)?
-                    {
-                        return Ok(true);
-                    }
-                }
-                Err(status) if status.code() == Code::PermissionDenied => {
-                    tracing::debug!(%status, "block moved away");
-                }
-                Err(source) => {
-                    return Err(RunError::Refused {
-                        action: "a gradient",
-                        source,
-                    });
-                }
-            }
-            self.stats.blocks_skipped = self.stats.blocks_skipped.max(covered.len() as u64);
-        }
-    }
-
-    /// The first assigned block neither computed yet nor covered by others.
-    fn next_block(&self, done: &BTreeSet<u32>, covered: &BTreeSet<u32>) -> Option<u32> {
-        self.assignment
-            .blocks
-            .iter()
-            .copied()
-            .find(|b| !done.contains(b) && !covered.contains(b))
-    }
-
     /// A newer step arrived: this one is abandoned (and counted).
     fn abandoned(&mut self) -> bool {
         let abandoned = self.pending.is_some();
         self.stats.steps_abandoned += u64::from(abandoned);
         abandoned
-    }
-
-    /// Sends one block's gradient, timing the round trip.
-    async fn push(
-        &mut self,
-        step: u64,
-        block: u32,
-        gradient: &[f32],
-        loss: f32,
-        compute: Duration,
-    ) -> Result<GradientResponse, Status> {
-        let request = GradientRequest {
-            worker: self.config.worker,
-            step,
-            epoch: self.assignment.epoch,
-            blocks: vec![block],
-            gradient: Some(Tensor::from_f32(gradient)),
-            loss,
-        };
-        self.stats.gradients_sent += 1;
-        let pushed = Instant::now();
-        let result = self.client.push_gradient(request).await;
-        let send = pushed.elapsed();
-        // Exponential average, so one slow round trip does not dominate the straggle delay.
-        self.send_time = (self.send_time * 3 + send) / 4;
-        tracing::debug!(
-            step,
-            block,
-            compute_us = compute.as_micros() as u64,
-            send_us = send.as_micros() as u64,
-            "block"
-        );
-        result.map(tonic::Response::into_inner)
-    }
-
-    fn block_gradient(
-        &mut self,
-        model: &mut Model,
-        step: u64,
-        block: u32,
-    ) -> Result<(Vec<f32>, f32), RunError> {
-        let samples = self.cache.get(block).expect("assigned blocks are loaded");
-        let rows = minibatch(
-            self.settings.seed,
-            step,
-            block,
-            samples.len(),
-            self.settings.batch_size as usize,
-        );
-        let (x, y) = samples.select(&rows);
-        Ok(tokio::task::block_in_place(|| model.gradient(&x, &y))?)
     }
 
     /// Sleeps for `delay` unless an event arrives first; true when training is over.
@@ -345,6 +221,26 @@ impl Worker<'_> {
             }
         }
     }
+}
+
+/// Offers this worker's initial parameters (every worker builds the same from the seed).
+async fn initialize(
+    client: &mut TrainingClient<Channel>,
+    worker: u32,
+    model: &Model,
+) -> Result<(), RunError> {
+    let params = model.flat_params()?;
+    client
+        .initialize(InitializeRequest {
+            worker,
+            params: Some(Tensor::from_f32(&params)),
+        })
+        .await
+        .map_err(|source| RunError::Refused {
+            action: "initial parameters",
+            source,
+        })?;
+    Ok(())
 }
 
 /// Joins, retrying while the server has no layout yet (the operator may not have pushed one).

@@ -301,7 +301,7 @@ fn non_strict_results_do_not_change_with_the_agreement_check() {
 fn a_pre_summed_unit_is_compared_with_copies_of_the_same_unit() {
     let layout = fractional();
     let mut t = ready_with(strict(), &layout);
-    let unit = anyk_core::aggregate::sum_in_order(&[&honest(0, 3), &honest(0, 4), &honest(0, 5)]);
+    let unit = super::sum_in_order(&[&honest(0, 3), &honest(0, 4), &honest(0, 5)]);
     let epoch = layout.epoch;
     let first = t.push(&request(2, 0, epoch, &[3, 4, 5], &unit), Instant::now());
     assert!(

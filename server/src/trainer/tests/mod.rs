@@ -26,9 +26,20 @@ fn settings() -> Settings {
     Settings::predictable(BLOCKS)
 }
 
-/// Fractional repetition on 4 workers: units 0..3 (workers 0 and 1) and 3..6 (workers 2 and 3).
+/// Fractional repetition on 4 workers: blocks 0..3 on workers 0 and 1, 3..6 on 2 and 3; each
+/// worker's unit is its primaries (0..2, 2..3, 3..5, 5..6).
 fn fractional() -> Layout {
     plan(BLOCKS, 2, 4, 3).unwrap()
+}
+
+/// A left fold of equal-length vectors: the association of the reduction tree of `fractional`
+/// within each 3-block group (((a + b) + c), its units being 0..2 | 2..3 and 3..5 | 5..6).
+fn sum_in_order(parts: &[&[f32]]) -> Vec<f32> {
+    let mut acc = parts[0].to_vec();
+    for part in &parts[1..] {
+        anyk_core::aggregate::add_into(&mut acc, part);
+    }
+    acc
 }
 
 fn tensor(values: &[f32]) -> Tensor {

@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use anyk_core::aggregate::{OfferError, sum_in_order};
+use anyk_core::aggregate::OfferError;
+
+use super::sum_in_order;
 use anyk_proto::v1::{DataType, GradientRequest, Tensor};
 
 use super::{BLOCKS, complete_step, fractional, grad, push, ready, request, settings, step_params, tensor};
@@ -49,9 +51,11 @@ fn envelope_refusals() -> Vec<(&'static str, GradientRequest, Expect)> {
         ("block out of range", request(0, 0, 1, &[99], &ok), |e| {
             matches!(e, E::NotHolder { block: 99, .. })
         }),
-        ("not a unit", request(0, 0, 1, &[0, 1], &ok), |e| {
-            matches!(e, E::Aggregate(OfferError::NotAUnit { .. }))
-        }),
+        (
+            "not a node of the reduction tree",
+            request(0, 0, 1, &[1, 2], &ok),
+            |e| matches!(e, E::Aggregate(OfferError::NotANode { .. })),
+        ),
     ]
 }
 

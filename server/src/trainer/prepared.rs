@@ -1,0 +1,44 @@
+//! Work on a push that needs no job state: done before the job lock is taken.
+
+use anyk_core::Layout;
+use anyk_proto::v1::GradientRequest;
+
+use super::agreement;
+use crate::error::RequestError;
+use crate::tensor;
+
+/// Blocks whose first holder is one of `late` workers.
+pub(super) fn late_blocks(layout: Option<&Layout>, late: &[u32]) -> Vec<u32> {
+    let Some(layout) = layout.filter(|_| !late.is_empty()) else {
+        return Vec::new();
+    };
+    (0u32..)
+        .zip(&layout.holders)
+        .filter(|(_, hs)| hs.first().is_some_and(|w| late.contains(w)))
+        .map(|(b, _)| b)
+        .collect()
+}
+
+/// A push's O(model) work, done before the job lock is taken: its values decoded (a refusal is
+/// kept for its turn among the checks) and, when it can be compared with another copy, the
+/// digest of its wire bytes.
+pub struct Prepared {
+    pub(super) values: Result<Vec<f32>, RequestError>,
+    pub(super) digest: Option<agreement::Digest>,
+}
+
+impl Prepared {
+    /// Outside strict mode only single blocks are hashed: they are what two holders may both
+    /// send (backups); a subtree's sum comes from one worker, and hashing 8 of them per step
+    /// at 8.5M parameters cost more than aggregating them.
+    pub fn new(req: &GradientRequest, strict: bool) -> Self {
+        Self {
+            values: tensor::decode_any(req.gradient.as_ref()),
+            digest: (strict || req.blocks.len() == 1).then(|| Self::digest(req)),
+        }
+    }
+
+    pub(super) fn digest(req: &GradientRequest) -> agreement::Digest {
+        agreement::digest(req.gradient.as_ref().map_or(&[][..], |t| &t.data[..]))
+    }
+}

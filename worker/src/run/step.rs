@@ -1,0 +1,282 @@
+//! One step of a worker (docs/design.md, invariant 2 and the data path): its own share first,
+//! sent as the sums of the largest reduction-tree subtrees it holds (one message when the share
+//! is its whole unit), then backups. Backups of blocks whose first holder was late last step
+//! start at once; the others only after the step has stayed open for half the time the share
+//! took, so a step with no straggler spends no CPU on copies nobody needs. In strict mode every
+//! block goes on its own and every copy at once: a block counts there once two holders agree.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyk_core::ReductionTree;
+use anyk_core::minibatch::minibatch;
+use anyk_proto::v1::{GradientRequest, GradientResponse, Tensor};
+use tonic::{Code, Status};
+
+use super::{Events, RunError, Worker};
+use crate::model::{Model, tensor_to_bytes};
+
+/// How long, relative to the time its own share took, a worker waits before computing copies
+/// of blocks that were not late last step.
+const BACKUP_PATIENCE: f64 = 0.5;
+
+/// What a push told the worker about the step.
+enum Pushed {
+    /// Still open; these blocks have a gradient.
+    Open(Vec<u32>),
+    /// Aggregated.
+    Over,
+    /// The layout moved on: compute the step again under the new assignment.
+    Redo,
+}
+
+/// How a step ended for this worker.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum StepEnd {
+    /// Aggregated, abandoned for a newer step, or nothing left to send.
+    Over,
+    /// The layout moved on before the step was aggregated: compute it again.
+    Redo,
+    /// Training is over.
+    Finished,
+}
+
+impl Worker<'_> {
+    /// Computes and sends gradients for `step` until the server has them all or moved on.
+    pub(super) async fn compute_step(
+        &mut self,
+        model: &mut Model,
+        step: u64,
+        late: &BTreeSet<u32>,
+        events: &mut Events,
+    ) -> Result<StepEnd, RunError> {
+        let started = Instant::now();
+        let epoch = self.assignment.epoch;
+        let tree = self.tree();
+        let first = self.assignment.first_rank as usize;
+        let share: Vec<u32> = self.assignment.blocks.iter().take(first).copied().collect();
+        let mut covered: BTreeSet<u32> = BTreeSet::new();
+        let mut leaves: BTreeMap<u32, (tch::Tensor, f32, Duration)> = BTreeMap::new();
+        for &block in &share {
+            if let Some(end) = self.interrupted(epoch, events)? {
+                return Ok(end);
+            }
+            leaves.insert(block, self.block_gradient(model, step, block)?);
+            if self.straggle_after(leaves[&block].2, events).await? {
+                return Ok(StepEnd::Finished);
+            }
+        }
+        let nodes = if self.settings.strict {
+            // Each block on its own, so that copies from different holders can be compared.
+            share.iter().filter_map(|&b| tree.node(b, b + 1)).collect()
+        } else {
+            tree.cover(|b| leaves.contains_key(&b))
+        };
+        for node in nodes {
+            let (lo, hi) = tree.range(node);
+            let (sum, loss) = tree.fold(
+                node,
+                &mut |b| {
+                    let (gradient, loss, _) = leaves.remove(&b).ok_or(RunError::StreamEnded)?;
+                    Ok::<_, RunError>((gradient, loss))
+                },
+                &mut |(a, la), (b, lb)| Ok((a + b, la + lb)),
+            )?;
+            if let Some(end) = self.interrupted(epoch, events)? {
+                return Ok(end);
+            }
+            let mean_loss = loss / (hi - lo) as f32;
+            match self
+                .push(step, (lo..hi).collect(), &sum, mean_loss, events)
+                .await?
+            {
+                Some(Pushed::Open(now)) => covered.extend(now),
+                Some(Pushed::Over) => return Ok(StepEnd::Over),
+                Some(Pushed::Redo) => return Ok(StepEnd::Redo),
+                None => return Ok(StepEnd::Finished),
+            }
+        }
+        let patience = started.elapsed().mul_f64(BACKUP_PATIENCE);
+        self.backups(model, step, late, covered, patience, events).await
+    }
+
+    /// The rest of the assignment, late blocks first; the others after `patience`.
+    async fn backups(
+        &mut self,
+        model: &mut Model,
+        step: u64,
+        late: &BTreeSet<u32>,
+        mut covered: BTreeSet<u32>,
+        patience: Duration,
+        events: &mut Events,
+    ) -> Result<StepEnd, RunError> {
+        let epoch = self.assignment.epoch;
+        let first = self.assignment.first_rank as usize;
+        let rest: Vec<u32> = self.assignment.blocks.iter().skip(first).copied().collect();
+        let strict = self.settings.strict;
+        let urgent_block = |b: &u32| strict || late.contains(b);
+        let (urgent, later): (Vec<u32>, Vec<u32>) = rest.into_iter().partition(urgent_block);
+        let mut waited = false;
+        for block in urgent.into_iter().chain(later) {
+            if covered.contains(&block) {
+                continue;
+            }
+            if !urgent_block(&block) && !waited {
+                waited = true;
+                if self.wait_interruptibly(patience, events).await? {
+                    return Ok(StepEnd::Finished);
+                }
+            }
+            if let Some(end) = self.interrupted(epoch, events)? {
+                return Ok(end);
+            }
+            let (gradient, loss, compute) = self.block_gradient(model, step, block)?;
+            if self.straggle_after(compute, events).await? {
+                return Ok(StepEnd::Finished);
+            }
+            if let Some(end) = self.interrupted(epoch, events)? {
+                return Ok(end);
+            }
+            match self.push(step, vec![block], &gradient, loss, events).await? {
+                Some(Pushed::Open(now)) => covered.extend(now),
+                Some(Pushed::Over) => return Ok(StepEnd::Over),
+                Some(Pushed::Redo) => return Ok(StepEnd::Redo),
+                None => return Ok(StepEnd::Finished),
+            }
+        }
+        self.stats.steps += 1;
+        Ok(StepEnd::Over)
+    }
+
+    /// Whether the step should stop here: training over, a newer step, or a new layout (the
+    /// blocks this step was planned on may have moved: it is computed again under the new one).
+    fn interrupted(&mut self, epoch: u64, events: &mut Events) -> Result<Option<StepEnd>, RunError> {
+        if self.drain(events)? {
+            return Ok(Some(StepEnd::Finished));
+        }
+        if self.abandoned() {
+            return Ok(Some(StepEnd::Over));
+        }
+        Ok((self.assignment.epoch != epoch).then_some(StepEnd::Redo))
+    }
+
+    /// A straggler's extra wait after a block that took `compute`; true when training is over.
+    async fn straggle_after(&mut self, compute: Duration, events: &mut Events) -> Result<bool, RunError> {
+        let delay = self.config.straggle.delay(compute, self.send_time);
+        if delay.is_zero() {
+            return Ok(false);
+        }
+        self.wait_interruptibly(delay, events).await
+    }
+
+    /// Sends the sum of `blocks`; None when training is over.
+    async fn push(
+        &mut self,
+        step: u64,
+        blocks: Vec<u32>,
+        gradient: &tch::Tensor,
+        loss: f32,
+        events: &mut Events,
+    ) -> Result<Option<Pushed>, RunError> {
+        let mut bytes = tensor_to_bytes(gradient)?;
+        self.config.corruption.apply_bytes(step, &mut bytes);
+        let count = blocks.len() as u64;
+        match self.send(step, blocks, bytes, loss).await {
+            Ok(response) => {
+                self.stats.blocks_skipped = self.stats.blocks_skipped.max(response.covered.len() as u64);
+                if response.step_done {
+                    self.stats.steps += 1;
+                    return Ok(Some(Pushed::Over));
+                }
+                Ok(Some(Pushed::Open(response.covered)))
+            }
+            // The layout moved on; its assignment is on the way, and the step is computed again
+            // under it. (Or training failed on a non-finite step: nothing more comes, and the
+            // worker waits, not crashing, until its supervisor ends the job.)
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                tracing::info!(%status, "gradient refused; waiting for the next event");
+                let Some(event) = events.recv().await else {
+                    return Err(RunError::StreamEnded);
+                };
+                Ok(if self.apply(event?)? {
+                    None
+                } else {
+                    Some(Pushed::Redo)
+                })
+            }
+            Err(status) if status.code() == Code::PermissionDenied => {
+                tracing::debug!(%status, count, "blocks moved away");
+                Ok(Some(Pushed::Open(Vec::new())))
+            }
+            Err(source) => Err(RunError::Refused {
+                action: "a gradient",
+                source,
+            }),
+        }
+    }
+
+    /// One push, timing the round trip.
+    async fn send(
+        &mut self,
+        step: u64,
+        blocks: Vec<u32>,
+        bytes: Vec<u8>,
+        loss: f32,
+    ) -> Result<GradientResponse, Status> {
+        let request = GradientRequest {
+            worker: self.config.worker,
+            step,
+            epoch: self.assignment.epoch,
+            blocks,
+            gradient: Some(Tensor {
+                dtype: anyk_proto::v1::DataType::F32 as i32,
+                length: (bytes.len() / 4) as u64,
+                data: bytes.into(),
+            }),
+            loss,
+        };
+        self.stats.gradients_sent += 1;
+        let pushed = Instant::now();
+        let result = self.client.push_gradient(request).await;
+        let send = pushed.elapsed();
+        // Exponential average, so one slow round trip does not dominate the straggle delay.
+        self.send_time = (self.send_time * 3 + send) / 4;
+        tracing::debug!(step, send_us = send.as_micros() as u64, "pushed");
+        result.map(tonic::Response::into_inner)
+    }
+
+    /// One block's flat gradient, its loss, and how long it took.
+    fn block_gradient(
+        &mut self,
+        model: &mut Model,
+        step: u64,
+        block: u32,
+    ) -> Result<(tch::Tensor, f32, Duration), RunError> {
+        let started = Instant::now();
+        let samples = self.cache.get(block).ok_or(RunError::BlockNotLoaded(block))?;
+        let rows = minibatch(
+            self.settings.seed,
+            step,
+            block,
+            samples.len(),
+            self.settings.batch_size as usize,
+        );
+        let (x, y) = samples.select(&rows);
+        let (gradient, loss) = tokio::task::block_in_place(|| model.gradient_tensor(&x, &y))?;
+        Ok((gradient, loss, started.elapsed()))
+    }
+
+    /// The reduction tree of the current assignment's units (rebuilt only when they change).
+    fn tree(&mut self) -> std::sync::Arc<ReductionTree> {
+        let bounds = &self.assignment.unit_bounds;
+        match &self.tree {
+            Some((built_for, tree)) if built_for == bounds => tree.clone(),
+            _ => {
+                let units: Vec<(u32, u32)> = bounds.chunks_exact(2).map(|c| (c[0], c[1])).collect();
+                let tree = std::sync::Arc::new(ReductionTree::new(&units));
+                self.tree = Some((bounds.clone(), tree.clone()));
+                tree
+            }
+        }
+    }
+}
