@@ -52,6 +52,13 @@ pub struct ServerUrls {
     pub control: String,
 }
 
+/// [`anyk_proto::launch::MALLOC_TUNABLES`], unless the caller's environment sets its own.
+fn malloc_tunables() -> Option<(&'static str, &'static str)> {
+    std::env::var_os("GLIBC_TUNABLES")
+        .is_none()
+        .then_some(("GLIBC_TUNABLES", anyk_proto::launch::MALLOC_TUNABLES))
+}
+
 /// Starts the server (on ports chosen by the system when `launch` asks for port 0) and returns
 /// it and its URLs.
 pub async fn start_server(
@@ -62,6 +69,7 @@ pub async fn start_server(
     let exe = bin.join("anyk-server");
     let mut child = Command::new(&exe)
         .args(launch.args())
+        .envs(malloc_tunables())
         .stdout(Stdio::piped())
         .stderr(log_file(logs, "server")?)
         .kill_on_drop(true)
@@ -112,6 +120,7 @@ pub fn start_worker(
     let exe = bin.join("anyk-worker");
     Command::new(&exe)
         .args(launch.args())
+        .envs(malloc_tunables())
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -103,3 +103,17 @@ fn unknown_optimizers_are_refused_with_the_names() {
     let err = Server::try_parse_from(["s", "--blocks", "2", "--optimizer", "rmsprop"]).unwrap_err();
     assert!(err.to_string().contains("adam, sgd"), "{err}");
 }
+
+#[test]
+fn every_server_and_worker_image_sets_the_malloc_tunables() {
+    let images = [
+        include_str!("../../../docker/server.Dockerfile"),
+        include_str!("../../../docker/worker.Dockerfile"),
+        include_str!("../../../docker/local/server.Dockerfile"),
+        include_str!("../../../docker/local/worker.Dockerfile"),
+    ];
+    let line = format!("ENV GLIBC_TUNABLES={}", super::MALLOC_TUNABLES);
+    for image in images {
+        assert!(image.contains(&line), "an image lacks {line:?}");
+    }
+}
