@@ -40,8 +40,6 @@ fn numerics_parser() -> impl TypedValueParser<Value = Numerics> {
     PossibleValuesParser::new(Numerics::ALL.map(Numerics::as_str)).try_map(|name| name.parse::<Numerics>())
 }
 
-/// `anyk-server`'s arguments.
-
 /// glibc malloc settings for the server and worker processes (their environment's
 /// `GLIBC_TUNABLES`, set by `anyk local` and by the images' Dockerfiles, which spell it the
 /// same): no mmap for large allocations and no trimming, so the model-sized buffers of every step
@@ -49,6 +47,7 @@ fn numerics_parser() -> impl TypedValueParser<Value = Numerics> {
 /// this took an `anyk local` step from 1.83 s to 1.17 s on the 2-core development machine.
 pub const MALLOC_TUNABLES: &str = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295";
 
+/// `anyk-server`'s arguments.
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct ServerLaunch {
     /// Address to listen on (port 0 picks a free port; the chosen address is printed).
