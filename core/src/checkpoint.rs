@@ -9,6 +9,8 @@
 //! with a warning (it cannot tell whose they are); every file written now has both.
 
 use serde::{Deserialize, Serialize};
+use std::io::Write;
+
 use sha2::{Digest, Sha256};
 
 use crate::job::JobIdentity;
@@ -63,8 +65,35 @@ pub enum CheckpointError {
     OptimizerSettings,
 }
 
+/// A writer that also hashes what goes through it (the checkpoint's trailing SHA-256).
+struct Hashed<'a, W: std::io::Write> {
+    out: &'a mut W,
+    sum: Sha256,
+}
+
+impl<W: std::io::Write> std::io::Write for Hashed<'_, W> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.out.write(bytes)?;
+        self.sum.update(&bytes[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 impl Checkpoint {
     pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Writes [`Checkpoint::encode`]'s bytes to `out` as they are made, a slice of each array at a
+    /// time: a checkpoint of a large model never exists twice in memory (at 34M parameters the
+    /// encoded file is 406 MB).
+    pub fn encode_into(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         let header = Header {
             job: self.job.clone(),
             job_digest: self.job.as_ref().map(JobIdentity::digest),
@@ -77,20 +106,25 @@ impl Checkpoint {
             second_moment: self.optimizer.second_moment.len(),
             loss: self.loss.is_finite().then_some(self.loss),
         };
-        let header = serde_json::to_vec(&header).expect("header serializes");
-        let mut out = MAGIC.to_vec();
-        out.extend((header.len() as u64).to_le_bytes());
-        out.extend(header);
+        let header = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
+        let mut hashed = Hashed {
+            out,
+            sum: Sha256::new(),
+        };
+        hashed.write_all(MAGIC)?;
+        hashed.write_all(&(header.len() as u64).to_le_bytes())?;
+        hashed.write_all(&header)?;
         for array in [
             &self.params,
             &self.optimizer.first_moment,
             &self.optimizer.second_moment,
         ] {
-            out.extend(tensor_bytes::to_bytes(array));
+            for slice in array.chunks(1 << 16) {
+                hashed.write_all(&tensor_bytes::to_bytes(slice))?;
+            }
         }
-        let sum = Sha256::digest(&out);
-        out.extend(sum);
-        out
+        let Hashed { out, sum } = hashed;
+        out.write_all(&sum.finalize())
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, CheckpointError> {

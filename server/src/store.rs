@@ -2,7 +2,6 @@
 //! last few, resume from the newest one that decodes.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -40,8 +39,9 @@ impl CheckpointStore {
             .join(format!(".ckpt-{:012}.{unique}.anyk.tmp", ckpt.step));
         let write = || -> std::io::Result<()> {
             fs::create_dir_all(&self.dir)?;
-            let mut file = fs::File::create(&tmp)?;
-            file.write_all(&ckpt.encode())?;
+            let mut file = std::io::BufWriter::new(fs::File::create(&tmp)?);
+            ckpt.encode_into(&mut file)?;
+            let file = file.into_inner().map_err(std::io::IntoInnerError::into_error)?;
             file.sync_all()?;
             fs::rename(&tmp, &path)?;
             // The rename is durable only once the directory entry is.
