@@ -16,6 +16,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::chunks;
 use crate::error::chain;
 use crate::identity::Guard;
 use crate::message_limit::MessageLimit;
@@ -101,7 +102,8 @@ impl ServerState {
     /// behind, is forgotten (see [`deliver`]). Callers hold the trainer lock, so every
     /// subscriber gets the events in the order the trainer made them.
     fn broadcast(&self, event: &WorkerEvent) {
-        lock(&self.subscribers).retain(|&worker, tx| deliver(worker, tx, event.clone()));
+        let parts = chunks::split(event, chunks::CHUNK_BYTES);
+        lock(&self.subscribers).retain(|&worker, tx| parts.iter().all(|p| deliver(worker, tx, p.clone())));
     }
 
     fn send_to(&self, worker: u32, event: WorkerEvent) {
@@ -274,8 +276,8 @@ impl Training for TrainingService {
             let _ = tx.try_send(Ok(WorkerEvent {
                 event: Some(Event::Assignment(assignment)),
             }));
-            if let Some(event) = current {
-                let _ = tx.try_send(Ok(event));
+            for part in current.iter().flat_map(|e| chunks::split(e, chunks::CHUNK_BYTES)) {
+                let _ = tx.try_send(Ok(part));
             }
             // Registered under the trainer lock, so no released step falls between the
             // snapshot above and the registration.

@@ -155,6 +155,8 @@ impl Model {
                 step: self.step,
                 params: Some(tensor::encode(&self.params)),
                 late_blocks: self.late_blocks.clone(),
+                params_offset: 0,
+                params_total: 0,
             })
         };
         WorkerEvent { event: Some(event) }

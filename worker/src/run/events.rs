@@ -102,6 +102,8 @@ mod tests {
                         step: 5,
                         params: None,
                         late_blocks: Vec::new(),
+                        params_offset: 0,
+                        params_total: 0,
                     });
                     vec![assignment(2), Ok(WorkerEvent { event: Some(step) })]
                 };

@@ -21,10 +21,12 @@ use tonic::{Code, Status};
 
 mod error;
 mod events;
+mod slices;
 mod step;
 
 pub use error::RunError;
 use events::subscribe;
+use slices::Slices;
 use step::StepEnd;
 
 use crate::corrupt::Corruption;
@@ -116,6 +118,7 @@ pub async fn run(config: &WorkerConfig) -> Result<RunStats, RunError> {
         pending: None,
         send_time: Duration::ZERO,
         stats: RunStats::default(),
+        slices: Slices::default(),
         tree: None,
     };
     loop {
@@ -152,6 +155,8 @@ struct Worker<'a> {
     /// Recent round-trip time of a gradient send.
     send_time: Duration,
     stats: RunStats,
+    /// A step whose parameters are arriving in slices.
+    slices: Slices,
     /// The reduction tree, and the unit bounds it was built for.
     tree: Option<(Vec<u32>, Arc<ReductionTree>)>,
 }
@@ -169,13 +174,7 @@ impl Worker<'_> {
                 tracing::info!(epoch = a.epoch, blocks = ?a.blocks, loaded, "assignment");
                 self.assignment = a;
             }
-            Some(Event::Step(s)) => {
-                self.pending = Some(Step {
-                    number: s.step,
-                    params: s.params.map(|t| t.data).unwrap_or_default(),
-                    late: s.late_blocks.into_iter().collect(),
-                });
-            }
+            Some(Event::Step(s)) => self.pending = self.slices.add(s).or(self.pending.take()),
             Some(Event::Finished(f)) => {
                 tracing::info!(step = f.step, sha256 = %f.param_sha256, "training finished");
                 self.stats.final_sha256 = f.param_sha256;
