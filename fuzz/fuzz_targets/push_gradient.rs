@@ -5,7 +5,7 @@
 #![no_main]
 
 use anyk_core::Layout;
-use anyk_fuzz::{Checked, gradient, settings, values};
+use anyk_fuzz::{Checked, gradient, settings, unit_parts, values};
 use anyk_proto::v1::{GradientRequest, InitializeRequest, SetLayoutRequest, Tensor};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
@@ -99,22 +99,7 @@ fn cover(t: &mut Checked, presum: bool, seed: u32, params: usize) {
         if (lo..hi).all(|b| t.covered.contains(&b)) {
             continue;
         }
-        let whole = (presum && hi - lo > 1 && (lo..hi).all(|b| !t.covered.contains(&b)))
-            .then(|| {
-                layout
-                    .members
-                    .iter()
-                    .copied()
-                    .find(|&w| (lo..hi).all(|b| layout.holds(w, b)))
-            })
-            .flatten();
-        let parts: Vec<(u32, Vec<u32>)> = match whole {
-            Some(w) => vec![(w, (lo..hi).collect())],
-            None => (lo..hi)
-                .filter(|b| !t.covered.contains(b))
-                .map(|b| (layout.holders[b as usize][0], vec![b]))
-                .collect(),
-        };
+        let parts = unit_parts(&layout, (lo, hi), presum, |b| !t.covered.contains(&b));
         for (worker, blocks) in parts {
             let req = gradient(worker, t.position(), &blocks, &values(params, seed ^ lo));
             let _ = t.push(&req);

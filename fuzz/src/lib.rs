@@ -269,6 +269,34 @@ pub fn gradient(worker: u32, position: (u64, u64), blocks: &[u32], values: &[f32
     }
 }
 
+/// Who sends what of unit lo..hi, among its `missing` blocks: the whole unit pre-summed by a
+/// member that holds it all, where `presum`, it has more than one block and all are missing;
+/// otherwise each missing block from its first holder. (A unit past the last block, in a layout
+/// that should have been refused, is the server's to notice: no block is sent for that part.)
+pub fn unit_parts(
+    layout: &Layout,
+    (lo, hi): (u32, u32),
+    presum: bool,
+    missing: impl Fn(u32) -> bool,
+) -> Vec<(u32, Vec<u32>)> {
+    let whole = (presum && hi - lo > 1 && (lo..hi).all(&missing))
+        .then(|| {
+            layout
+                .members
+                .iter()
+                .copied()
+                .find(|&w| (lo..hi).all(|b| layout.holds(w, b)))
+        })
+        .flatten();
+    match whole {
+        Some(worker) => vec![(worker, (lo..hi).collect())],
+        None => (lo..hi.min(layout.blocks))
+            .filter(|&b| missing(b))
+            .map(|b| (layout.holders[b as usize][0], vec![b]))
+            .collect(),
+    }
+}
+
 impl Checked {
     /// Covers the open step with one gradient per block from its first holder, or per unit
     /// pre-summed where `presum` and one member holds the whole unit; the step must be released
@@ -278,23 +306,7 @@ impl Checked {
         let len = self.trainer.join(0).expect("worker 0 joins") as usize;
         let (step, mut released) = (self.trainer.step(), false);
         for &(lo, hi) in &layout.units {
-            let whole = (hi - lo > 1 && presum)
-                .then(|| {
-                    layout
-                        .members
-                        .iter()
-                        .copied()
-                        .find(|&w| (lo..hi).all(|b| layout.holds(w, b)))
-                })
-                .flatten();
-            let parts: Vec<(u32, Vec<u32>)> = match whole {
-                Some(worker) => vec![(worker, (lo..hi).collect())],
-                // A unit past the last block (a layout that should have been refused) is the
-                // server's to notice.
-                None => (lo..hi.min(layout.blocks))
-                    .map(|b| (layout.holders[b as usize][0], vec![b]))
-                    .collect(),
-            };
+            let parts = unit_parts(&layout, (lo, hi), presum, |_| true);
             for (worker, blocks) in parts {
                 assert!(!released, "released before every block was covered");
                 let req = gradient(worker, self.position(), &blocks, &values(len, lo));

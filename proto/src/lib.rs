@@ -14,10 +14,16 @@ mod layout;
 impl v1::Tensor {
     /// A flat f32 tensor as little-endian bytes.
     pub fn from_f32(values: &[f32]) -> Self {
+        Self::from_f32_bytes(anyk_core::tensor_bytes::to_bytes(values))
+    }
+
+    /// A flat f32 tensor from bytes already in wire form (little-endian, 4 per value).
+    pub fn from_f32_bytes(data: impl Into<tonic::codegen::Bytes>) -> Self {
+        let data = data.into();
         Self {
             dtype: v1::DataType::F32 as i32,
-            length: values.len() as u64,
-            data: anyk_core::tensor_bytes::to_bytes(values).into(),
+            length: (data.len() / 4) as u64,
+            data,
         }
     }
 }

@@ -35,8 +35,7 @@ pub fn split(event: &WorkerEvent, chunk: usize) -> Vec<WorkerEvent> {
                 step: step.step,
                 params: Some(Tensor {
                     dtype: params.dtype,
-                    length: (data.len() / 4) as u64,
-                    data,
+                    ..Tensor::from_f32_bytes(data)
                 }),
                 late_blocks: if offset == 0 {
                     step.late_blocks.clone()

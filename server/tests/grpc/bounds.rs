@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyk_core::Layout;
-use anyk_proto::v1::{CheckpointRequest, InitializeRequest, JoinRequest, ProgressRequest, SubscribeRequest};
+use anyk_proto::v1::{CheckpointRequest, InitializeRequest, ProgressRequest, SubscribeRequest};
 use anyk_server::service::MAX_WATCHERS;
 use tonic::Code;
 
@@ -26,12 +26,7 @@ async fn an_empty_initialize_is_refused_and_a_real_one_still_wins() {
         "{}",
         status.message()
     );
-    let join = s
-        .training
-        .join(JoinRequest { worker: 1 })
-        .await
-        .unwrap()
-        .into_inner();
+    let join = s.join(1).await;
     assert!(join.needs_init, "the job still asks for parameters");
     s.init(&[0.0; PARAMS]).await;
     s.complete_step(&layout).await;

@@ -1,6 +1,5 @@
 //! Checkpoints on disk through a real restart: the newest complete one is resumed.
 
-use anyk_proto::v1::{CheckpointRequest, JoinRequest};
 use anyk_server::CheckpointStore;
 
 use crate::{PARAMS, layout, one_step_in, start};
@@ -11,12 +10,7 @@ async fn resumes_from_the_newest_complete_checkpoint() {
     let layout = layout();
     let mut s = one_step_in(dir.path(), &layout, 1.0).await;
     s.complete_step(&layout).await;
-    let saved = s
-        .control
-        .checkpoint(CheckpointRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let saved = s.checkpoint().await;
     assert_eq!(saved.step, 2);
     let before = s.progress().await;
     s.stop().await;
@@ -28,12 +22,7 @@ async fn resumes_from_the_newest_complete_checkpoint() {
     assert_eq!((after.step, after.epoch), (2, layout.epoch));
     assert_eq!(after.param_sha256, before.param_sha256);
     // Resumed parameters are there: a join needs no initialization and training continues.
-    let join = s
-        .training
-        .join(JoinRequest { worker: 1 })
-        .await
-        .unwrap()
-        .into_inner();
+    let join = s.join(1).await;
     assert!(!join.needs_init);
     assert_eq!(join.param_count, PARAMS as u64);
     s.set_layout(&layout).await.unwrap();

@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use anyk_core::{Layout, plan};
 use anyk_proto::v1::{
-    GradientRequest, GradientResponse, InitializeRequest, JoinRequest, Progress, ProgressRequest,
-    SetLayoutRequest, Tensor, control_client::ControlClient, training_client::TrainingClient,
+    CheckpointRequest, CheckpointResponse, GradientRequest, GradientResponse, InitializeRequest, JoinRequest,
+    JoinResponse, Progress, ProgressRequest, SetLayoutRequest, Tensor, control_client::ControlClient,
+    training_client::TrainingClient,
 };
 use anyk_server::{CheckpointStore, ServerState, Settings, bind, load_trainer, serve};
 use tokio::sync::oneshot;
@@ -87,8 +88,24 @@ impl Server {
             .map(|_| ())
     }
 
+    async fn join(&mut self, worker: u32) -> JoinResponse {
+        self.training
+            .join(JoinRequest { worker })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    async fn checkpoint(&mut self) -> CheckpointResponse {
+        self.control
+            .checkpoint(CheckpointRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     async fn init(&mut self, params: &[f32]) {
-        self.training.join(JoinRequest { worker: 0 }).await.unwrap();
+        self.join(0).await;
         let req = InitializeRequest {
             worker: 0,
             params: Some(tensor(params)),

@@ -1,7 +1,6 @@
 //! A step that would make the model non-finite, over the wire: not applied, reported in
 //! Progress, further gradients refused, the server up and its last good state kept.
 
-use anyk_proto::v1::CheckpointRequest;
 use tonic::Code;
 
 use crate::{BLOCKS, PARAMS, grad, layout, one_step_in};
@@ -43,12 +42,7 @@ async fn finite_gradients_that_overflow_fail_the_job_cleanly() {
         "{}",
         status.message()
     );
-    let saved = s
-        .control
-        .checkpoint(CheckpointRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let saved = s.checkpoint().await;
     assert_eq!(saved.step, 1, "the checkpoint holds the last good step");
     s.stop().await;
 }

@@ -228,11 +228,7 @@ impl Worker<'_> {
             step,
             epoch: self.assignment.epoch,
             blocks,
-            gradient: Some(Tensor {
-                dtype: anyk_proto::v1::DataType::F32 as i32,
-                length: (bytes.len() / 4) as u64,
-                data: bytes.into(),
-            }),
+            gradient: Some(Tensor::from_f32_bytes(bytes)),
             loss,
         };
         self.stats.gradients_sent += 1;
