@@ -1,6 +1,7 @@
 //! `anyk`: wiring only. Subcommands live one per module.
 
-mod data_split;
+mod data;
+mod export_cmd;
 mod local;
 mod plan_cmd;
 
@@ -23,6 +24,8 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Write a checkpoint's parameters as standard model files (safetensors; TorchScript).
+    Export(Box<export_cmd::ExportArgs>),
     /// Train on this machine: one parameter server and n worker processes on loopback.
     Local(Box<local::LocalArgs>),
 }
@@ -30,7 +33,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum DataCommand {
     /// Split a data set into block files (and a held-out test split).
-    Split(data_split::SplitArgs),
+    Split(data::SplitArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -44,10 +47,16 @@ fn main() -> std::process::ExitCode {
         Command::Plan(args) => plan_cmd::run(&args),
         Command::Data {
             command: DataCommand::Split(args),
-        } => data_split::run(&args)
-            .map(|manifest| println!("{}", serde_json::to_string_pretty(&manifest).expect("json")))
+        } => data::run(&args)
+            .map(|(manifest, outcome)| {
+                if outcome == data::Outcome::AlreadyThere {
+                    eprintln!("{} already holds this split: nothing written", args.out.display());
+                }
+                println!("{}", serde_json::to_string_pretty(&manifest).expect("json"))
+            })
             .map_err(Into::into),
         Command::Local(args) => local::run(*args),
+        Command::Export(args) => export_cmd::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

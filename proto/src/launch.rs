@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
-use anyk_core::{Numerics, OptimizerKind};
+use anyk_core::{ModelContract, Numerics, OptimizerKind};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 
@@ -38,6 +38,12 @@ fn optimizer_parser() -> impl TypedValueParser<Value = OptimizerKind> {
 /// `--numerics`: the names come from [`Numerics`].
 fn numerics_parser() -> impl TypedValueParser<Value = Numerics> {
     PossibleValuesParser::new(Numerics::ALL.map(Numerics::as_str)).try_map(|name| name.parse::<Numerics>())
+}
+
+/// `--contract`: the names come from [`ModelContract`].
+fn contract_parser() -> impl TypedValueParser<Value = ModelContract> {
+    PossibleValuesParser::new(ModelContract::ALL.map(ModelContract::as_str))
+        .try_map(|name| name.parse::<ModelContract>())
 }
 
 /// glibc malloc settings for the server and worker processes (their environment's
@@ -191,8 +197,11 @@ impl ServerLaunch {
 pub enum WorkerCommand {
     /// Join a parameter server and train on the blocks it assigns.
     Train(WorkerLaunch),
-    /// Print the test accuracy of a checkpoint's parameters as JSON.
+    /// Print the test metrics (loss; accuracy for classifiers) of a checkpoint as JSON.
     Evaluate(EvaluateLaunch),
+    /// Write a checkpoint's parameters as standard model files (safetensors with the model's
+    /// parameter names; for a TorchScript model, the module with the trained weights).
+    Export(ExportLaunch),
 }
 
 impl WorkerCommand {
@@ -201,6 +210,7 @@ impl WorkerCommand {
         match self {
             Self::Train(launch) => launch.args(),
             Self::Evaluate(launch) => launch.args(),
+            Self::Export(launch) => launch.args(),
         }
     }
 }
@@ -266,41 +276,19 @@ impl WorkerLaunch {
     }
 }
 
-/// `anyk-worker evaluate`'s arguments.
-#[derive(Debug, Clone, PartialEq, Args)]
-pub struct EvaluateLaunch {
-    /// Checkpoint file written by the parameter server.
-    #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// Samples to evaluate on (defaults to DATA/test.safetensors).
-    #[arg(long)]
-    pub samples: Option<PathBuf>,
-    #[command(flatten)]
-    pub model: ModelLaunch,
-}
-
-impl EvaluateLaunch {
-    /// The command line (without the program name): `evaluate` and every argument.
-    pub fn args(&self) -> Vec<String> {
-        let mut args = vec!["evaluate".to_string()];
-        args.extend(flags([("--checkpoint", path(&self.checkpoint))]));
-        if let Some(samples) = &self.samples {
-            args.extend(flags([("--samples", path(samples))]));
-        }
-        args.extend(self.model.args());
-        args
-    }
-}
-
 /// The model and data a worker trains or evaluates, and where it computes.
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct ModelLaunch {
     /// Directory written by `anyk data split` (block files and manifest.json).
     #[arg(long, env = "ANYK_DATA")]
     pub data: PathBuf,
-    /// `mlp` (built in) or the path of a TorchScript file whose forward(x) returns logits.
+    /// `mlp` (built in) or the path of a TorchScript file (what its forward takes: `--contract`).
     #[arg(long, env = "ANYK_MODEL", default_value = defaults::MODEL)]
     pub model: String,
+    /// `logits`: forward(x) returns logits (cross-entropy against class ids); `loss`: forward(x,
+    /// y) returns the scalar loss itself (TorchScript models only).
+    #[arg(long, env = "ANYK_MODEL_CONTRACT", value_parser = contract_parser(), default_value_t = ModelContract::Logits)]
+    pub contract: ModelContract,
     /// Hidden units of the built-in MLP.
     #[arg(long, env = "ANYK_HIDDEN", default_value_t = defaults::HIDDEN)]
     pub hidden: i64,
@@ -324,6 +312,7 @@ impl ModelLaunch {
         Self {
             data: data.into(),
             model: defaults::MODEL.to_string(),
+            contract: ModelContract::Logits,
             hidden: defaults::HIDDEN,
             device: defaults::DEVICE.to_string(),
             threads: defaults::THREADS,
@@ -335,6 +324,7 @@ impl ModelLaunch {
         flags([
             ("--data", path(&self.data)),
             ("--model", self.model.clone()),
+            ("--contract", self.contract.to_string()),
             ("--hidden", self.hidden.to_string()),
             ("--device", self.device.clone()),
             ("--threads", self.threads.to_string()),
@@ -361,6 +351,9 @@ fn flags<const N: usize>(pairs: [(&str, String); N]) -> Vec<String> {
 fn path(p: &std::path::Path) -> String {
     p.display().to_string()
 }
+
+mod offline;
+pub use offline::{EvaluateLaunch, ExportLaunch};
 
 #[cfg(test)]
 mod tests;

@@ -83,7 +83,7 @@ impl Samples {
         };
         Ok(Self {
             x: take(FEATURES_TENSOR)?.to_kind(Kind::Float).to_device(device),
-            y: take(LABELS_TENSOR)?.to_kind(Kind::Int64).to_device(device),
+            y: labels(take(LABELS_TENSOR)?).to_device(device),
         })
     }
 
@@ -100,6 +100,15 @@ impl Samples {
         let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
         let idx = Tensor::from_slice(&idx).to_device(self.x.device());
         (self.x.index_select(0, &idx), self.y.index_select(0, &idx))
+    }
+}
+
+/// Class ids as i64 (what cross-entropy takes), values as f32.
+fn labels(y: Tensor) -> Tensor {
+    if y.is_floating_point() {
+        y.to_kind(Kind::Float)
+    } else {
+        y.to_kind(Kind::Int64)
     }
 }
 

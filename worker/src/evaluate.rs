@@ -1,18 +1,41 @@
-//! Test accuracy of saved parameters.
+//! How well saved parameters do on held-out samples.
 
-use tch::Tensor;
+use anyk_core::ModelContract;
+use serde::Serialize;
 
 use crate::data::Samples;
 use crate::model::{Model, ModelError};
 
-/// Fraction of `samples` whose arg-max logit is the label.
-pub fn accuracy(model: &Model, samples: &Samples) -> Result<f64, ModelError> {
-    let correct = tch::no_grad(|| -> Result<Tensor, ModelError> {
-        Ok(model
-            .forward(&samples.x)?
-            .argmax(-1, false)
-            .eq_tensor(&samples.y)
-            .sum(tch::Kind::Int64))
-    })?;
-    Ok(correct.int64_value(&[]) as f64 / samples.len().max(1) as f64)
+/// The test metrics of a model: its mean loss, and for a classifier its accuracy.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Evaluation {
+    /// Fraction of samples whose arg-max logit is the label (`logits` models only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// The model's loss over all samples at once (cross-entropy for `logits` models).
+    pub loss: f64,
+    pub samples: usize,
+}
+
+pub fn evaluate(model: &Model, samples: &Samples) -> Result<Evaluation, ModelError> {
+    tch::no_grad(|| {
+        let loss = model.loss(&samples.x, &samples.y)?.double_value(&[]);
+        let accuracy = match model.contract() {
+            ModelContract::Loss => None,
+            ModelContract::Logits => {
+                let correct = model
+                    .forward(&samples.x)?
+                    .argmax(-1, false)
+                    .eq_tensor(&samples.y)
+                    .sum(tch::Kind::Int64)
+                    .int64_value(&[]);
+                Some(correct as f64 / samples.len().max(1) as f64)
+            }
+        };
+        Ok(Evaluation {
+            accuracy,
+            loss,
+            samples: samples.len(),
+        })
+    })
 }

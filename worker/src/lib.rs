@@ -4,6 +4,7 @@
 pub mod corrupt;
 pub mod data;
 pub mod evaluate;
+pub mod export;
 pub mod model;
 pub mod numerics;
 pub mod run;

@@ -2,13 +2,15 @@
 
 use std::path::PathBuf;
 
+use anyk_core::ModelContract;
 use anyk_core::checkpoint::Checkpoint;
-use anyk_core::dataset::TEST_FILE;
-use anyk_proto::launch::{EvaluateLaunch, ModelLaunch, WorkerCommand, WorkerLaunch};
+use anyk_core::dataset::{LabelKind, TEST_FILE};
+use anyk_proto::launch::{EvaluateLaunch, ExportLaunch, ModelLaunch, WorkerCommand, WorkerLaunch};
 use anyk_proto::tls::Credentials;
 use anyk_worker::corrupt::Corruption;
 use anyk_worker::data::{Samples, await_data_set, manifest};
-use anyk_worker::evaluate::accuracy;
+use anyk_worker::evaluate::{Evaluation, evaluate as evaluate_model};
+use anyk_worker::export;
 use anyk_worker::model::{Model, ModelSpec};
 use anyk_worker::numerics;
 use anyk_worker::run::{WorkerConfig, run_rejoining};
@@ -38,8 +40,9 @@ fn device(name: &str) -> Result<Device, String> {
 }
 
 fn model_spec(args: &ModelLaunch) -> Result<ModelSpec, Box<dyn std::error::Error>> {
+    let m = manifest(&args.data)?;
+    check_contract(args, m.labels)?;
     if args.model == "mlp" {
-        let m = manifest(&args.data)?;
         let size = |what: &str, n: u64| {
             i64::try_from(n).map_err(|_| format!("{}: {what} {n} is too large", args.data.display()))
         };
@@ -49,7 +52,24 @@ fn model_spec(args: &ModelLaunch) -> Result<ModelSpec, Box<dyn std::error::Error
             classes: size("classes", m.classes)?,
         });
     }
-    Ok(ModelSpec::TorchScript(PathBuf::from(&args.model)))
+    Ok(ModelSpec::TorchScript {
+        path: PathBuf::from(&args.model),
+        contract: args.contract,
+    })
+}
+
+/// Refuses a model that cannot learn from the data's labels, before any step is computed.
+fn check_contract(args: &ModelLaunch, labels: LabelKind) -> Result<(), String> {
+    match (args.model.as_str(), args.contract, labels) {
+        ("mlp", ModelContract::Loss, _) => {
+            Err("the built-in mlp returns logits: --contract loss needs a TorchScript model".into())
+        }
+        (_, ModelContract::Logits, LabelKind::Value) => Err(format!(
+            "{}: the labels are values (regression) but the model's contract is `logits` (cross-entropy against class ids); use a TorchScript model with --contract loss",
+            args.data.display()
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -59,6 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = match &command {
         WorkerCommand::Train(args) => &args.model,
         WorkerCommand::Evaluate(args) => &args.model,
+        WorkerCommand::Export(args) => &args.model,
     };
     numerics::apply(model.numerics)?;
     tracing_subscriber::fmt()
@@ -70,6 +91,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match command {
         WorkerCommand::Train(args) => train(args),
         WorkerCommand::Evaluate(args) => evaluate(args),
+        WorkerCommand::Export(args) => export_files(args),
     }
 }
 
@@ -101,18 +123,53 @@ fn train(args: WorkerLaunch) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn evaluate(args: EvaluateLaunch) -> Result<(), Box<dyn std::error::Error>> {
-    tch::set_num_threads(args.model.threads);
-    let device = device(&args.model.device)?;
-    numerics::apply_in_torch(args.model.numerics, device);
-    let ckpt = Checkpoint::decode(&std::fs::read(&args.checkpoint)?)?;
-    let mut model = Model::build(&model_spec(&args.model)?, 0, device)?;
-    model.set_flat_params(&ckpt.params)?;
-    let path = args.samples.unwrap_or_else(|| args.model.data.join(TEST_FILE));
-    let samples = Samples::load(&path, device)?;
-    let acc = accuracy(&model, &samples)?;
-    println!(
-        "{}",
-        serde_json::json!({"accuracy": acc, "samples": samples.len(), "step": ckpt.step})
-    );
+    let (model, step) = trained_model(&args.model, &args.checkpoint)?;
+    let evaluation = test_metrics(&model, &args.model, args.samples.as_deref())?;
+    println!("{}", metrics_json(&evaluation, step));
     Ok(())
+}
+
+fn export_files(args: ExportLaunch) -> Result<(), Box<dyn std::error::Error>> {
+    let (model, step) = trained_model(&args.model, &args.checkpoint)?;
+    export::safetensors(&model, &args.out)?;
+    if let Some(out) = &args.torchscript_out {
+        export::torchscript(&model, out)?;
+    }
+    let evaluation = test_metrics(&model, &args.model, None)?;
+    let json = metrics_json(&evaluation, step);
+    if let Some(out) = &args.metrics_out {
+        std::fs::write(out, json.to_string())?;
+    }
+    println!("{json}");
+    Ok(())
+}
+
+/// The model of `args` with the parameters of `checkpoint`, and the checkpoint's step.
+fn trained_model(
+    args: &ModelLaunch,
+    checkpoint: &std::path::Path,
+) -> Result<(Model, u64), Box<dyn std::error::Error>> {
+    tch::set_num_threads(args.threads);
+    let device = device(&args.device)?;
+    numerics::apply_in_torch(args.numerics, device);
+    let ckpt = Checkpoint::decode(&std::fs::read(checkpoint)?)?;
+    let mut model = Model::build(&model_spec(args)?, 0, device)?;
+    model.set_flat_params(&ckpt.params)?;
+    Ok((model, ckpt.step))
+}
+
+fn test_metrics(
+    model: &Model,
+    args: &ModelLaunch,
+    samples: Option<&std::path::Path>,
+) -> Result<Evaluation, Box<dyn std::error::Error>> {
+    let path = samples.map_or_else(|| args.data.join(TEST_FILE), std::path::Path::to_path_buf);
+    let samples = Samples::load(&path, device(&args.device)?)?;
+    Ok(evaluate_model(model, &samples)?)
+}
+
+fn metrics_json(evaluation: &Evaluation, step: u64) -> serde_json::Value {
+    let mut json = serde_json::to_value(evaluation).unwrap_or_default();
+    json["step"] = step.into();
+    json
 }

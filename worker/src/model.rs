@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use anyk_core::ModelContract;
 use tch::{Device, Kind, Tensor, nn, nn::Module};
 
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +15,8 @@ pub enum ModelError {
     Torch(#[from] tch::TchError),
     #[error("parameters have {got} values, the model has {want}")]
     WrongLength { got: usize, want: usize },
+    #[error("forward(x, y) must return a scalar loss (contract `loss`), got a tensor of shape {shape:?}")]
+    NotALoss { shape: Vec<i64> },
 }
 
 /// Which model to build.
@@ -25,8 +28,11 @@ pub enum ModelSpec {
         hidden: i64,
         classes: i64,
     },
-    /// A TorchScript module whose `forward(x)` returns logits.
-    TorchScript(std::path::PathBuf),
+    /// A TorchScript module; `contract` says what its `forward` takes and returns.
+    TorchScript {
+        path: std::path::PathBuf,
+        contract: ModelContract,
+    },
 }
 
 pub enum Model {
@@ -34,10 +40,13 @@ pub enum Model {
         _vs: nn::VarStore,
         net: nn::Sequential,
         params: Vec<Tensor>,
+        names: Vec<String>,
     },
     Script {
         module: tch::CModule,
         params: Vec<Tensor>,
+        names: Vec<String>,
+        contract: ModelContract,
     },
 }
 
@@ -61,10 +70,15 @@ impl Model {
                 vs.set_device(device);
                 let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
                 named.sort_by(|a, b| a.0.cmp(&b.0));
-                let params = named.into_iter().map(|(_, t)| t).collect();
-                Ok(Model::Mlp { _vs: vs, net, params })
+                let (names, params) = named.into_iter().unzip();
+                Ok(Model::Mlp {
+                    _vs: vs,
+                    net,
+                    params,
+                    names,
+                })
             }
-            ModelSpec::TorchScript(path) => {
+            ModelSpec::TorchScript { path, contract } => {
                 let module =
                     tch::CModule::load_on_device(path, device).map_err(|source| ModelError::Load {
                         path: display(path),
@@ -72,11 +86,16 @@ impl Model {
                     })?;
                 let mut named = module.named_parameters()?;
                 named.sort_by(|a, b| a.0.cmp(&b.0));
-                let params = named
+                let (names, params) = named
                     .into_iter()
-                    .map(|(_, t)| t.set_requires_grad(true))
-                    .collect();
-                Ok(Model::Script { module, params })
+                    .map(|(name, t)| (name, t.set_requires_grad(true)))
+                    .unzip();
+                Ok(Model::Script {
+                    module,
+                    params,
+                    names,
+                    contract: *contract,
+                })
             }
         }
     }
@@ -88,10 +107,43 @@ impl Model {
         })
     }
 
+    /// The loss of a minibatch: the cross-entropy of the logits against class ids, or what a
+    /// `forward(x, y) -> loss` model returns (which must be one value).
+    pub fn loss(&self, xs: &Tensor, ys: &Tensor) -> Result<Tensor, ModelError> {
+        if let Model::Script {
+            module,
+            contract: ModelContract::Loss,
+            ..
+        } = self
+        {
+            let loss = module.forward_ts(&[xs, ys])?;
+            if loss.numel() != 1 {
+                return Err(ModelError::NotALoss { shape: loss.size() });
+            }
+            return Ok(loss.reshape([] as [i64; 0]));
+        }
+        Ok(self.forward(xs)?.cross_entropy_for_logits(ys))
+    }
+
+    pub fn contract(&self) -> ModelContract {
+        match self {
+            Model::Mlp { .. } => ModelContract::Logits,
+            Model::Script { contract, .. } => *contract,
+        }
+    }
+
     fn params(&self) -> &[Tensor] {
         match self {
             Model::Mlp { params, .. } | Model::Script { params, .. } => params,
         }
+    }
+
+    /// The parameters with the model's own names, in the flat vector's order.
+    pub fn named_params(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        let names = match self {
+            Model::Mlp { names, .. } | Model::Script { names, .. } => names,
+        };
+        names.iter().map(String::as_str).zip(self.params())
     }
 
     pub fn param_count(&self) -> usize {
@@ -138,7 +190,7 @@ impl Model {
         })
     }
 
-    /// Mean cross-entropy of `xs` against labels `ys`, and the flat gradient of the parameters.
+    /// The loss of `xs` against labels `ys` ([`Model::loss`]), and the flat gradient of the parameters.
     pub fn gradient(&mut self, xs: &Tensor, ys: &Tensor) -> Result<(Vec<f32>, f32), ModelError> {
         let (flat, loss) = self.gradient_tensor(xs, ys)?;
         Ok((Vec::<f32>::try_from(&flat)?, loss))
@@ -149,7 +201,7 @@ impl Model {
         for p in self.params() {
             p.shallow_clone().zero_grad();
         }
-        let loss = self.forward(xs)?.cross_entropy_for_logits(ys);
+        let loss = self.loss(xs, ys)?;
         loss.f_backward()?;
         let flat = flatten_tensor(self.params().iter().map(|p| p.grad()))?;
         Ok((flat, loss.double_value(&[]) as f32))

@@ -22,6 +22,7 @@ use clap::{Args, ValueEnum};
 
 pub use faults::{Corrupt, Faults, Kill, Straggler};
 pub use node_type::NodeType;
+pub use processes::bin_dir;
 pub use summary::Summary;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -57,13 +58,21 @@ pub struct LocalArgs {
     /// `mlp` or a TorchScript file.
     #[arg(long, default_value = "mlp")]
     pub model: String,
+    /// What the model's forward takes and returns: `logits` (forward(x), class ids) or `loss`
+    /// (forward(x, y) returns the loss; for any labels, e.g. regression with `--labels value`).
+    #[arg(long, default_value = "logits")]
+    pub contract: anyk_core::ModelContract,
+    /// Whether the data's labels are class ids (`class`) or real values (`value`).
+    #[arg(long, default_value = "class")]
+    pub labels: anyk_core::dataset::LabelKind,
     /// Hidden units of the built-in MLP.
     #[arg(long, default_value_t = 128)]
     pub hidden: i64,
-    /// Data: a CSV (label last, optionally .gz) or safetensors file to split, or a directory
-    /// already written by `anyk data split`. Default: the bundled digits data set.
+    /// Data: what `anyk data split --input` takes (a CSV with or without a header, label last,
+    /// optionally .gz; safetensors; a directory of them; http(s):// or s3:// URLs), or a
+    /// directory already written by `anyk data split`. Default: the bundled digits data set.
     #[arg(long)]
-    pub data: Option<PathBuf>,
+    pub data: Option<String>,
     /// Slow worker W by FACTOR (repeatable). Fault flags replace the default faults.
     #[arg(long = "straggle", value_name = "W:FACTOR")]
     pub straggle: Vec<Straggler>,
@@ -133,7 +142,7 @@ pub enum LocalError {
     #[error("failed to {what}")]
     Io { what: String, source: std::io::Error },
     #[error("failed to prepare the data")]
-    Data(#[from] crate::data_split::SplitError),
+    Data(#[from] crate::data::SplitError),
     #[error("failed to plan the layout")]
     Plan(#[from] anyk_core::PlanError),
     #[error("failed to talk to the parameter server")]

@@ -133,8 +133,16 @@ pub fn start_worker(
         })
 }
 
-/// Runs `anyk-worker evaluate`; returns its test accuracy.
-pub async fn evaluate(bin: &Path, launch: &EvaluateLaunch) -> Result<f64, LocalError> {
+/// A model's test metrics, as `anyk-worker evaluate` prints them.
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+pub struct Evaluation {
+    /// For classifiers (`--contract logits`) only.
+    pub accuracy: Option<f64>,
+    pub loss: f64,
+}
+
+/// Runs `anyk-worker evaluate`; returns its test metrics.
+pub async fn evaluate(bin: &Path, launch: &EvaluateLaunch) -> Result<Evaluation, LocalError> {
     let exe = bin.join("anyk-worker");
     let out = Command::new(&exe)
         .args(launch.args())
@@ -150,16 +158,14 @@ pub async fn evaluate(bin: &Path, launch: &EvaluateLaunch) -> Result<f64, LocalE
             String::from_utf8_lossy(&out.stderr)
         )));
     }
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(LocalError::Evaluation)?;
-    json["accuracy"]
-        .as_f64()
-        .ok_or_else(|| LocalError::Process("evaluation JSON has no accuracy".into()))
+    serde_json::from_slice(&out.stdout).map_err(LocalError::Evaluation)
 }
 
 /// The model every worker of a local run trains (and the evaluation uses).
 pub fn model_launch(args: &LocalArgs, data: &Path) -> ModelLaunch {
     ModelLaunch {
         model: args.model.clone(),
+        contract: args.contract,
         hidden: args.hidden,
         device: args.device.clone(),
         numerics: args.numerics,

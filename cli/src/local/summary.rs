@@ -14,7 +14,10 @@ pub struct Summary {
     pub target: u32,
     pub blocks: u32,
     pub steps: u64,
-    pub final_test_accuracy: f64,
+    /// Classifiers (`--contract logits`) only.
+    pub final_test_accuracy: Option<f64>,
+    /// The model's loss on the test split.
+    pub final_test_loss: f64,
     pub final_loss: f32,
     /// Mean time from a step's release to its aggregation, first step excluded (startup).
     pub mean_step_ms: f64,
@@ -46,7 +49,10 @@ impl Summary {
             self.workers, self.replication, self.target, self.blocks
         );
         println!("steps             {}", self.steps);
-        println!("test accuracy     {:.2}%", self.final_test_accuracy * 100.0);
+        if let Some(accuracy) = self.final_test_accuracy {
+            println!("test accuracy     {:.2}%", accuracy * 100.0);
+        }
+        println!("test loss         {:.4}", self.final_test_loss);
         println!("final loss        {:.4}", self.final_loss);
         println!("mean step         {:.2} ms", self.mean_step_ms);
         println!(

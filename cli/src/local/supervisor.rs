@@ -83,10 +83,10 @@ pub async fn run(args: &LocalArgs) -> Result<Summary, LocalError> {
         samples: None,
         model,
     };
-    let accuracy = evaluate(&bin, &evaluation).await?;
+    let evaluation = evaluate(&bin, &evaluation).await?;
     supervisor.fleet.finish().await;
     let _ = server.kill().await;
-    Ok(supervisor.summary(args, mode, &last, accuracy, started))
+    Ok(supervisor.summary(args, mode, &last, evaluation, started))
 }
 
 struct Supervisor {
@@ -328,7 +328,7 @@ impl Supervisor {
         args: &LocalArgs,
         mode: String,
         last: &Progress,
-        accuracy: f64,
+        evaluation: super::processes::Evaluation,
         started: Instant,
     ) -> Summary {
         let layout = &self.layout;
@@ -341,7 +341,8 @@ impl Supervisor {
             target: layout.target_workers,
             blocks: layout.blocks,
             steps: last.step,
-            final_test_accuracy: accuracy,
+            final_test_accuracy: evaluation.accuracy,
+            final_test_loss: evaluation.loss,
             final_loss: last.loss,
             mean_step_ms: last.mean_step_ms,
             stragglers_skipped: last.stragglers_skipped,

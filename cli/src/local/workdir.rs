@@ -11,7 +11,7 @@ use std::io::ErrorKind;
 use anyk_core::dataset::{MANIFEST_FILE, Manifest};
 
 use super::{LocalArgs, LocalError};
-use crate::data_split::{self, SplitArgs};
+use crate::data::{self, Header, SplitArgs};
 
 pub struct Workdir {
     /// The data set's block files.
@@ -118,8 +118,12 @@ fn create(dir: &Path) -> Result<(), LocalError> {
 
 /// Block files for this run: the given directory, or a split of the given (or bundled) file.
 fn prepare_data(args: &LocalArgs, workdir: &Path) -> Result<PathBuf, LocalError> {
-    let input = args.data.clone().unwrap_or_else(bundled_digits);
-    if input.is_dir() {
+    let input = args
+        .data
+        .clone()
+        .unwrap_or_else(|| bundled_digits().display().to_string());
+    if Path::new(&input).join(MANIFEST_FILE).is_file() {
+        let input = PathBuf::from(input);
         let path = input.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| LocalError::Io {
             what: format!("read {}", path.display()),
@@ -137,12 +141,15 @@ fn prepare_data(args: &LocalArgs, workdir: &Path) -> Result<PathBuf, LocalError>
         return Ok(input);
     }
     let out = workdir.join("data");
-    data_split::run(&SplitArgs {
+    data::run(&SplitArgs {
         input,
         blocks: args.blocks,
         out: out.clone(),
         test_fraction: 0.2,
         seed: 0,
+        labels: args.labels,
+        header: Header::Auto,
+        label_column: None,
     })?;
     Ok(out)
 }
