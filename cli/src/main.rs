@@ -36,6 +36,10 @@ enum DataCommand {
     Split(data::SplitArgs),
 }
 
+/// The exit status of `anyk data split` for bad data (the operator's staging Job fails at once
+/// on it: `anyk_operator::children::BAD_DATA_EXIT`).
+const BAD_DATA_EXIT: u8 = 2;
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -62,10 +66,18 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err}");
+            // Bad data gets its own exit status: a staging Job does not retry what no retry fixes.
+            let bad_data = matches!(
+                err.downcast_ref::<data::SplitError>(),
+                Some(data::SplitError::Invalid(_))
+            );
             let mut source = err.source();
             while let Some(cause) = source {
                 eprintln!("  caused by: {cause}");
                 source = cause.source();
+            }
+            if bad_data {
+                return std::process::ExitCode::from(BAD_DATA_EXIT);
             }
             std::process::ExitCode::FAILURE
         }

@@ -20,6 +20,7 @@ pub const MAX_CLASSES: u64 = 100_000;
 
 /// What a sample's label is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LabelKind {
     /// A class id in 0..classes (i64 on disk): for classifiers (`forward(x) -> logits`).

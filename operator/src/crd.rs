@@ -6,7 +6,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+mod data;
 mod progress;
+pub use data::{DataSource, ExportedModel, SOURCE_CSV_HEADERS};
 pub use progress::{PodReplacement, Progress, TrainingFailure, WorkerIncarnation};
 
 /// A straggler-proof, self-healing training job: a data set in m blocks, r copies of each block on
@@ -122,6 +124,11 @@ pub struct Dataset {
     /// m: number of blocks.
     #[schemars(range(min = 1, max = 65536))]
     pub blocks: u32,
+    /// Where the data comes from, when the operator is to stage it: it then runs `anyk data
+    /// split` as a Job into `path` on the volume above before any worker starts (skipped when
+    /// the blocks there already match). Without it the blocks must already be there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<DataSource>,
 }
 
 fn default_backoff_limit() -> u32 {
@@ -134,16 +141,22 @@ fn default_path() -> String {
 
 /// A built-in model, or a TorchScript file on the data volume.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("has(self.builtin) != has(self.torchScript)").message("set exactly one of builtin and torchScript"))]
+#[x_kube(validation = Rule::new("has(self.builtin) != has(self.torchScript)").message("set exactly one of builtin and torchScript"),
+    validation = Rule::new("!has(self.builtin) || !has(self.contract) || self.contract == 'logits'").message("the built-in mlp returns logits: contract loss needs a torchScript model"))]
 #[serde(rename_all = "camelCase")]
 pub struct Model {
     /// Name of a built-in model: `mlp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == 'mlp'").message("the only built-in model is mlp"))]
     pub builtin: Option<String>,
-    /// Path of a TorchScript file on the data volume whose forward(x) returns logits.
+    /// Path of a TorchScript file on the data volume (what its forward takes: `contract`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub torch_script: Option<String>,
+    /// `logits`: forward(x) returns logits, trained with cross-entropy against class ids (the
+    /// built-in mlp); `loss`: forward(x, y) returns the scalar loss itself (TorchScript only:
+    /// regression, sequence models, anything).
+    #[serde(default)]
+    pub contract: anyk_core::ModelContract,
     /// Hidden units of the built-in MLP.
     #[serde(default = "default_hidden")]
     #[schemars(range(min = 1, max = 65536))]
@@ -298,6 +311,9 @@ pub struct TrainingJobStatus {
     /// Faulty worker incarnations already replaced (a report about one is acted on once).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub replaced_faulty: Vec<WorkerIncarnation>,
+    /// The trained model's files, once the job succeeded and they were written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ExportedModel>,
     /// The current block layout, kept here so that an operator restart continues from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layout: Option<LayoutState>,

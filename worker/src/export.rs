@@ -15,7 +15,7 @@ pub enum ExportError {
     Model(#[from] ModelError),
     #[error("failed to write {path}")]
     Write { path: PathBuf, source: tch::TchError },
-    #[error("failed to move {path} into place")]
+    #[error("failed to create or move {path}")]
     Rename { path: PathBuf, source: std::io::Error },
     #[error("the built-in mlp has no TorchScript form: --torchscript-out needs a TorchScript model")]
     NoScript,
@@ -43,6 +43,12 @@ fn into_place(out: &Path, write: impl FnOnce(&Path) -> Result<(), tch::TchError>
         .file_name()
         .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
     let partial = out.with_file_name(format!(".{name}.partial"));
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| ExportError::Rename {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
     write(&partial).map_err(|source| ExportError::Write {
         path: out.to_path_buf(),
         source,

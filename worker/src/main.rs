@@ -152,10 +152,30 @@ fn trained_model(
     tch::set_num_threads(args.threads);
     let device = device(&args.device)?;
     numerics::apply_in_torch(args.numerics, device);
-    let ckpt = Checkpoint::decode(&std::fs::read(checkpoint)?)?;
+    let checkpoint = newest_checkpoint(checkpoint)?;
+    let ckpt = Checkpoint::decode(&std::fs::read(&checkpoint)?)?;
     let mut model = Model::build(&model_spec(args)?, 0, device)?;
     model.set_flat_params(&ckpt.params)?;
     Ok((model, ckpt.step))
+}
+
+/// `path`, or when it is a directory the newest checkpoint in it (names sort by step).
+fn newest_checkpoint(path: &std::path::Path) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    if !path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    let mut names: Vec<String> = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("ckpt-") && n.ends_with(".anyk"))
+        .collect();
+    names.sort();
+    let newest = names.pop().ok_or_else(|| {
+        format!(
+            "{}: no checkpoint (ckpt-*.anyk) in this directory",
+            path.display()
+        )
+    })?;
+    Ok(path.join(newest))
 }
 
 fn test_metrics(

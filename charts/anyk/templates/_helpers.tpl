@@ -100,6 +100,14 @@ Roles. Every rule says why the operator needs it. No secrets, no configmaps, no 
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create", "update"]
+# The job's helper Jobs ({job}-stage splits spec.dataset.source into blocks before the workers
+# start; {job}-export writes the trained model's files once the job succeeded), owned by the job:
+# create makes one, get reads how it went (a foreign one is never taken over). Their pods are
+# read with the pod rule above (list, by the Job controller's label) for what they said as they
+# ended. Pods of a Job are made by the Job controller, not by the operator.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "create"]
 # kube-runtime's event Recorder publishes events.k8s.io/v1 Events on TrainingJobs (worker lost,
 # layout repaired, ...): create a new Event, patch to bump the count of a repeated one.
 - apiGroups: ["events.k8s.io"]

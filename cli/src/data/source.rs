@@ -20,11 +20,8 @@ pub struct InputFile {
 pub enum SourceError {
     #[error("failed to read {name}")]
     Read { name: String, source: std::io::Error },
-    #[error("failed to fetch {name}")]
-    Fetch {
-        name: String,
-        source: object_store::Error,
-    },
+    #[error("failed to fetch {name}: {why}")]
+    Fetch { name: String, why: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -108,9 +105,9 @@ fn fetch_remote(input: &str) -> Result<Vec<InputFile>, SourceError> {
         })?;
     runtime.block_on(async {
         let (store, key) = open_store(input)?;
-        let fetch = |source| SourceError::Fetch {
+        let fetch = |error| SourceError::Fetch {
             name: input.into(),
-            source,
+            why: short(&error),
         };
         let keys = if input.ends_with('/') {
             let prefix = ObjectPath::from(key.as_str());
@@ -135,6 +132,22 @@ fn fetch_remote(input: &str) -> Result<Vec<InputFile>, SourceError> {
         }
         Ok(files)
     })
+}
+
+/// The gist of a storage error, in one line: the store's own errors repeat the response body
+/// (XML) at every level of their chain, which buries what a user has to fix.
+fn short(error: &object_store::Error) -> String {
+    match error {
+        object_store::Error::NotFound { .. } => "no such object".into(),
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+            "access denied: check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the bucket's policy".into()
+        }
+        other => {
+            let text = other.to_string();
+            let gist = text.split(": <?xml").next().unwrap_or(&text);
+            gist.chars().take(300).collect()
+        }
+    }
 }
 
 /// The store for `input` and the key (or prefix) inside it.

@@ -3,6 +3,7 @@
 //! `{job}-worker-{i}`), so applying them twice (an operator restart) changes nothing and never
 //! duplicates a pod.
 
+mod helpers;
 mod network;
 mod pods;
 
@@ -13,6 +14,9 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::TrainingJob;
 pub use crate::settings::Images;
+pub use helpers::{
+    BAD_DATA_EXIT, HELPER_OF_LABEL, Helper, JOB_NAME_LABEL, SAFETENSORS_FILE, TORCHSCRIPT_FILE, model_path,
+};
 pub use network::{network_policy, same_service, service, worker_network_policy};
 pub use pods::{server_pod, with_tls_items, worker_pod};
 

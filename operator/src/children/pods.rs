@@ -20,8 +20,8 @@ use super::{
 use crate::crd::{PodOverrides, TrainingJob};
 
 /// Where the volumes are mounted in the containers.
-const CHECKPOINT_DIR: &str = "/checkpoints";
-const DATA_DIR: &str = "/data";
+pub(super) const CHECKPOINT_DIR: &str = "/checkpoints";
+pub(super) const DATA_DIR: &str = "/data";
 const TLS_DIR: &str = "/tls";
 /// The unprivileged user the images run as (distroless "nonroot").
 const NON_ROOT: i64 = 65532;
@@ -93,25 +93,33 @@ pub fn server_pod(job: &TrainingJob, images: &Images) -> Pod {
     )
 }
 
-/// Worker pod `worker` (0..n).
-pub fn worker_pod(job: &TrainingJob, worker: u32, images: &Images) -> Pod {
+/// The model the workers train (and the export evaluates), with the data it reads.
+pub(super) fn model_launch(job: &TrainingJob) -> ModelLaunch {
     let spec = &job.spec;
-    let on_data_volume = |path: &str| format!("{DATA_DIR}/{}", path.trim_start_matches('/'));
     let model = match (&spec.model.builtin, &spec.model.torch_script) {
         (_, Some(path)) => on_data_volume(path),
         (Some(name), None) => name.clone(),
         (None, None) => "mlp".into(),
     };
-    let mut model_launch = ModelLaunch::new(PathBuf::from(on_data_volume(&spec.dataset.path)));
-    model_launch.model = model;
-    model_launch.hidden = spec.model.hidden.into();
-    model_launch.numerics = spec.training.numerics;
-    let launch = WorkerLaunch {
-        tls_dir: Some(TLS_DIR.into()),
-        ..WorkerLaunch::new(server_url(job), worker, model_launch)
-    };
-    let data = match (&spec.dataset.persistent_volume_claim, &spec.dataset.host_path) {
-        (Some(claim), _) => claim_volume("data", claim, true),
+    let mut launch = ModelLaunch::new(PathBuf::from(on_data_volume(&spec.dataset.path)));
+    launch.model = model;
+    launch.contract = spec.model.contract;
+    launch.hidden = spec.model.hidden.into();
+    launch.numerics = spec.training.numerics;
+    launch
+}
+
+/// Where `path` (on the data volume) is in a container.
+pub(super) fn on_data_volume(path: &str) -> String {
+    format!("{DATA_DIR}/{}", path.trim_start_matches('/'))
+}
+
+/// The job's data volume, named `data`: its claim, its host directory, or (neither given) an
+/// empty directory.
+pub(super) fn data_volume(job: &TrainingJob, read_only: bool) -> Volume {
+    let dataset = &job.spec.dataset;
+    match (&dataset.persistent_volume_claim, &dataset.host_path) {
+        (Some(claim), _) => claim_volume("data", claim, read_only),
         (None, Some(path)) => Volume {
             name: "data".into(),
             host_path: Some(HostPathVolumeSource {
@@ -121,7 +129,17 @@ pub fn worker_pod(job: &TrainingJob, worker: u32, images: &Images) -> Pod {
             ..Volume::default()
         },
         (None, None) => empty_volume("data"),
+    }
+}
+
+/// Worker pod `worker` (0..n).
+pub fn worker_pod(job: &TrainingJob, worker: u32, images: &Images) -> Pod {
+    let spec = &job.spec;
+    let launch = WorkerLaunch {
+        tls_dir: Some(TLS_DIR.into()),
+        ..WorkerLaunch::new(server_url(job), worker, model_launch(job))
     };
+    let data = data_volume(job, true);
     let container = Container {
         name: "worker".into(),
         env: numerics_env(spec.training.numerics),
@@ -158,7 +176,7 @@ pub fn worker_pod(job: &TrainingJob, worker: u32, images: &Images) -> Pod {
 
 /// The reproducible profile in the pod's environment: it spares the worker its re-exec (which
 /// loads libtorch twice) and shows in `kubectl describe` what a worker computes under.
-fn numerics_env(numerics: Numerics) -> Option<Vec<EnvVar>> {
+pub(super) fn numerics_env(numerics: Numerics) -> Option<Vec<EnvVar>> {
     (numerics == Numerics::Reproducible).then(|| {
         REPRODUCIBLE_ENV
             .iter()
@@ -172,7 +190,7 @@ fn numerics_env(numerics: Numerics) -> Option<Vec<EnvVar>> {
 }
 
 /// The job's UID ("unknown" before the apiserver gave it one: never for a job read from it).
-fn job_uid(job: &TrainingJob) -> String {
+pub(super) fn job_uid(job: &TrainingJob) -> String {
     job.metadata.uid.clone().unwrap_or_else(|| "unknown".into())
 }
 
@@ -182,10 +200,23 @@ fn restricted_pod(
     job: &TrainingJob,
     name: String,
     role: Role,
-    mut container: Container,
+    container: Container,
     volumes: Vec<Volume>,
     overrides: &PodOverrides,
 ) -> Pod {
+    Pod {
+        metadata: metadata(job, name, role),
+        spec: Some(restricted_spec(container, volumes, overrides)),
+        ..Pod::default()
+    }
+}
+
+/// The spec of a [`restricted_pod`] (also the template of the job's helper Jobs).
+pub(super) fn restricted_spec(
+    mut container: Container,
+    volumes: Vec<Volume>,
+    overrides: &PodOverrides,
+) -> PodSpec {
     container.security_context = Some(SecurityContext {
         allow_privilege_escalation: Some(false),
         read_only_root_filesystem: Some(true),
@@ -201,31 +232,27 @@ fn restricted_pod(
     // A container that fails at start leaves the end of its log as its termination message: the
     // operator puts its first line in an Event (PodFailed).
     container.termination_message_policy = Some("FallbackToLogsOnError".into());
-    Pod {
-        metadata: metadata(job, name, role),
-        spec: Some(PodSpec {
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            // The operator replaces failed pods itself, after repairing the layout.
-            restart_policy: Some("Never".into()),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(NON_ROOT),
-                run_as_group: Some(NON_ROOT),
-                // Volumes (a checkpoint claim above all) belong to this group, so the non-root
-                // user can write them; only when the root's group differs, not on every start.
-                fs_group: Some(NON_ROOT),
-                fs_group_change_policy: Some("OnRootMismatch".into()),
-                seccomp_profile: Some(runtime_default()),
-                ..PodSecurityContext::default()
-            }),
-            containers: vec![container],
-            volumes: Some(volumes),
-            node_selector: overrides.node_selector.clone(),
-            tolerations: overrides.tolerations.clone(),
-            ..PodSpec::default()
+    PodSpec {
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        // The operator replaces failed pods itself, after repairing the layout.
+        restart_policy: Some("Never".into()),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(NON_ROOT),
+            run_as_group: Some(NON_ROOT),
+            // Volumes (a checkpoint claim above all) belong to this group, so the non-root
+            // user can write them; only when the root's group differs, not on every start.
+            fs_group: Some(NON_ROOT),
+            fs_group_change_policy: Some("OnRootMismatch".into()),
+            seccomp_profile: Some(runtime_default()),
+            ..PodSecurityContext::default()
         }),
-        ..Pod::default()
+        containers: vec![container],
+        volumes: Some(volumes),
+        node_selector: overrides.node_selector.clone(),
+        tolerations: overrides.tolerations.clone(),
+        ..PodSpec::default()
     }
 }
 
@@ -236,7 +263,7 @@ fn runtime_default() -> SeccompProfile {
     }
 }
 
-fn claim_volume(name: &str, claim: &str, read_only: bool) -> Volume {
+pub(super) fn claim_volume(name: &str, claim: &str, read_only: bool) -> Volume {
     Volume {
         name: name.into(),
         persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
@@ -307,7 +334,7 @@ fn empty_volume(name: &str) -> Volume {
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+pub(super) fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),

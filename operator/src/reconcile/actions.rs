@@ -28,6 +28,8 @@ pub struct Seen {
     pub current: BTreeSet<String>,
     /// The job's resourceVersion as read: status is written only over it.
     pub resource_version: Option<String>,
+    /// The helper Jobs the read step looked at.
+    pub helpers: super::helpers::Helpers,
     pub now: Timestamp,
 }
 
@@ -73,6 +75,8 @@ pub struct Actions {
     /// Already as wanted: not applied again.
     pub current: BTreeSet<String>,
     pub create_pods: BTreeSet<String>,
+    /// Helper Jobs to create (`{job}-stage`, `{job}-export`).
+    pub create_helpers: Vec<crate::children::Helper>,
     /// ttlSecondsAfterFinished has run out.
     pub delete_job: bool,
     /// Workers repaired around in this pass (for the repair metric).

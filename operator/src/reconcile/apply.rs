@@ -5,9 +5,10 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -16,7 +17,7 @@ use serde_json::json;
 use super::Error;
 use super::create;
 use super::decide::{Actions, Deletion};
-use crate::children::{self, FIELD_MANAGER};
+use crate::children::{self, FIELD_MANAGER, Helper};
 use crate::controller::Context;
 use crate::crd::{TrainingJob, TrainingJobStatus};
 
@@ -43,6 +44,9 @@ pub async fn apply(
     for (pod, how) in &actions.delete_pods {
         delete_pod(job, ctx, &ns, pod, *how).await?;
     }
+    for helper in &actions.create_helpers {
+        create_helper(job, ctx, &ns, *helper).await?;
+    }
     if actions.apply_children {
         apply_shared(job, ctx, &ns, &actions.foreign, &actions.current).await?;
         create_in_batches(job, ctx, &ns, actions, version).await?;
@@ -52,6 +56,23 @@ pub async fn apply(
         delete(&jobs, &job.name_any(), &DeleteParams::background(), "TrainingJob").await?;
     }
     Ok(())
+}
+
+/// Creates a helper Job (one that already exists is left as it is: the next read looks at it).
+async fn create_helper(job: &TrainingJob, ctx: &Context, ns: &str, helper: Helper) -> Result<(), Error> {
+    let Some(wanted) = helper.job(job, &ctx.settings.images) else {
+        return Ok(());
+    };
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    match jobs.create(&PostParams::default(), &wanted).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(source) => Err(Error::Apply {
+            kind: "Job",
+            name: helper.name(job),
+            source,
+        }),
+    }
 }
 
 /// Creates the absent pods batch by batch; while more batches follow, status says how far it got.

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use anyk_core::heal::{Healing, WorkerState, heal, ready_workers};
 use anyk_core::{Layout, Numerics, plan};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 
 pub use super::actions::{Actions, Decision, Deletion, Next, Note, Seen, Then, Training};
 use super::failure;
+use super::foreign::report_foreign;
 use super::halt::{fail, finished, given_up, refuse, suspend};
+use super::helpers;
 use super::notes::{failure_notes, faulty_notes, healing_notes, note, server_replaced_note};
 use super::restore::restore;
 
@@ -68,7 +69,8 @@ pub fn decide(job: &TrainingJob, seen: &Seen) -> Decision {
     }
     let was = seen.status.phase.as_deref();
     if was == Some(phase::SUCCEEDED) {
-        let (actions, next) = finished(job, &seen.status, seen.now);
+        let (mut actions, mut next) = finished(job, &seen.status, seen.now);
+        helpers::export(job, seen, &mut actions, &mut next);
         return Decision {
             actions,
             then: Then::Done(next),
@@ -77,6 +79,19 @@ pub fn decide(job: &TrainingJob, seen: &Seen) -> Decision {
     if spec.suspend {
         return suspend(job, seen);
     }
+    // No training pod before the data is there (docs/design.md, "Data staging").
+    let staged;
+    let seen = match helpers::stage(job, seen) {
+        Err(hold) => return hold,
+        Ok(None) => seen,
+        Ok(Some(status)) => {
+            staged = Seen {
+                status,
+                ..seen.clone()
+            };
+            &staged
+        }
+    };
     let resuming = was == Some(phase::SUSPENDED);
     if resuming && !seen.observed.terminating.is_empty() {
         // The pods suspend deleted are still going: they are not losses, and their replacements
@@ -271,6 +286,7 @@ fn train(
         foreign: seen.foreign.clone(),
         current: seen.current.clone(),
         create_pods,
+        create_helpers: Vec::new(),
         delete_job: false,
         repaired,
         server_replaced: server_failed,
@@ -304,26 +320,6 @@ fn verdict_with_cause(
         message.push_str(&format!("; {pod} failed: {line}"));
     }
     Some((reason, message))
-}
-
-/// Objects with the job's names or labels that belong to someone else: an Event and a condition.
-fn report_foreign(job: &TrainingJob, seen: &Seen, status: &mut TrainingJobStatus, notes: &mut Vec<Note>) {
-    if !seen.foreign.is_empty() {
-        let message = format!("left alone, not the job's own: {:?}", seen.foreign);
-        notes.push(note(true, "OwnershipConflict", "Apply", &message));
-    }
-    status::set_condition(status, &seen.status, ownership_condition(job, seen));
-}
-
-/// OwnershipConflict: True while objects with the job's names or labels belong to someone else.
-fn ownership_condition(job: &TrainingJob, seen: &Seen) -> Condition {
-    let (ok, reason, message) = if seen.foreign.is_empty() {
-        (false, "NoConflict", String::new())
-    } else {
-        let message = format!("not the job's own, left alone: {:?}", seen.foreign);
-        (true, "ForeignObjects", message)
-    };
-    status::condition(job, "OwnershipConflict", ok, reason, &message, seen.now)
 }
 
 /// The absent pods to create now (pods are created when absent, never updated: a running pod's

@@ -48,6 +48,7 @@ pub(super) fn seen(status: &TrainingJobStatus, workers: [WorkerState; 8], server
         foreign: BTreeSet::new(),
         current: BTreeSet::new(),
         resource_version: None,
+        helpers: Default::default(),
         now: at(100),
     }
 }

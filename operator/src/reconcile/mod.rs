@@ -18,9 +18,14 @@ pub mod decide;
 #[cfg(test)]
 mod decide_tests;
 mod failure;
+mod foreign;
 mod halt;
+pub mod helpers;
+#[cfg(test)]
+mod helpers_tests;
 mod notes;
 mod read;
+mod read_helpers;
 #[cfg(test)]
 mod replica_tests;
 mod restore;

@@ -10,6 +10,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::Error;
 use super::decide::Seen;
+use super::read_helpers::read_helpers;
 use crate::caches::Caches;
 use crate::children::{self, external_endpoint};
 use crate::controller::Context;
@@ -59,8 +60,11 @@ pub async fn read(job: &TrainingJob, ctx: &Context) -> Result<Read, Error> {
     let nodes = node_health_of(caches, &pods, now);
     let mut observed = observe(job.spec.workers, &pods, &nodes, now, ctx.settings.node_grace);
     overlay(&mut observed, job, &unshown, &pods);
+    let status = fresh.status.unwrap_or_default();
+    let helpers = read_helpers(job, &ctx.client, &ns, &status).await?;
     Ok(Read::Seen(Box::new(Seen {
-        status: fresh.status.unwrap_or_default(),
+        status,
+        helpers,
         observed,
         external_server: external_endpoint(job, ctx.settings.allow_server_endpoint_annotation),
         policy_violation: policy::check(job, &ctx.settings.pod_policy).err(),
@@ -72,7 +76,7 @@ pub async fn read(job: &TrainingJob, ctx: &Context) -> Result<Read, Error> {
 }
 
 /// Whether `object` is controlled by `job` (its controller owner reference has the job's UID).
-fn owned_by<K: Resource>(job: &TrainingJob, object: &K) -> bool {
+pub(super) fn owned_by<K: Resource>(job: &TrainingJob, object: &K) -> bool {
     let uid = job.metadata.uid.as_deref();
     object
         .meta()

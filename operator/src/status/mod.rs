@@ -35,6 +35,8 @@ pub struct Facts<'a> {
 
 pub mod phase {
     pub const PENDING: &str = "Pending";
+    /// The data is being staged (the `{job}-stage` Job runs); no training pod exists yet.
+    pub const STAGING: &str = "Staging";
     pub const RUNNING: &str = "Running";
     pub const DEGRADED: &str = "Degraded";
     pub const COVERAGE_LOST: &str = "CoverageLost";
@@ -102,6 +104,7 @@ pub fn running(job: &TrainingJob, previous: &TrainingJobStatus, facts: &Facts) -
         pods_created: None,
         start_time: previous.start_time.clone(),
         replacements: previous.replacements.clone(),
+        model: previous.model.clone(),
         layout: Some(LayoutState {
             epoch: layout.epoch,
             holders: layout.holders.clone(),
@@ -295,11 +298,18 @@ pub fn failed(
     message: &str,
     now: Timestamp,
 ) -> TrainingJobStatus {
-    let conditions = vec![
+    let mut conditions = vec![
         condition(job, "Ready", false, reason, message, now),
         condition(job, "Progressing", false, reason, message, now),
         condition(job, "Failed", true, reason, message, now),
     ];
+    // Conditions about other things (DataStaged, ReplicasDisagree, ...) still say what they said.
+    let others = previous
+        .conditions
+        .iter()
+        .filter(|p| !conditions.iter().any(|c| c.type_ == p.type_));
+    let others: Vec<Condition> = others.cloned().collect();
+    conditions.extend(others);
     TrainingJobStatus {
         phase: Some(phase::FAILED.into()),
         conditions: keep_transition_times(&previous.conditions, conditions),

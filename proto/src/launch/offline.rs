@@ -10,7 +10,7 @@ use super::{ModelLaunch, flags, path};
 /// `anyk-worker evaluate`'s arguments.
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct EvaluateLaunch {
-    /// Checkpoint file written by the parameter server.
+    /// Checkpoint file written by the parameter server, or a directory of them (the newest).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Samples to evaluate on (defaults to DATA/test.safetensors).
@@ -36,7 +36,7 @@ impl EvaluateLaunch {
 /// `anyk-worker export`'s arguments.
 #[derive(Debug, Clone, PartialEq, Args)]
 pub struct ExportLaunch {
-    /// Checkpoint file written by the parameter server.
+    /// Checkpoint file written by the parameter server, or a directory of them (the newest).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// The safetensors file to write (`model.safetensors`).

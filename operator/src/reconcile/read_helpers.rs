@@ -1,0 +1,106 @@
+//! The read step's look at the job's helper Jobs: only those decide needs
+//! (`helpers::to_read`), so a job without a data source or past its export reads nothing more.
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
+use kube::{Api, Client, Resource};
+
+use super::Error;
+use super::helpers::{HelperState, Helpers, to_read};
+use crate::children::{Helper, JOB_NAME_LABEL};
+use crate::crd::{TrainingJob, TrainingJobStatus};
+
+pub async fn read_helpers(
+    job: &TrainingJob,
+    client: &Client,
+    ns: &str,
+    status: &TrainingJobStatus,
+) -> Result<Helpers, Error> {
+    let (stage, export) = to_read(job, status);
+    let mut helpers = Helpers::default();
+    if stage {
+        helpers.stage = Some(state_of(job, client, ns, Helper::Stage).await?);
+    }
+    if export {
+        helpers.export = Some(state_of(job, client, ns, Helper::Export).await?);
+    }
+    Ok(helpers)
+}
+
+async fn state_of(
+    job: &TrainingJob,
+    client: &Client,
+    ns: &str,
+    helper: Helper,
+) -> Result<HelperState, Error> {
+    let name = helper.name(job);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+    let Some(found) = jobs.get_opt(&name).await.map_err(Error::Observe)? else {
+        return Ok(HelperState::Absent);
+    };
+    if !super::read::owned_by(job, &found) {
+        return Ok(HelperState::Foreign);
+    }
+    let uid = found.meta().uid.clone();
+    let status = found.status.unwrap_or_default();
+    let finished = |type_: &str| {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == type_ && c.status == "True")
+            .map(|c| c.message.clone().unwrap_or_default())
+    };
+    if let Some(job_message) = finished("Complete") {
+        let said = last_words(client, ns, &uid, &name).await?;
+        return Ok(HelperState::Succeeded {
+            message: said.unwrap_or(job_message),
+        });
+    }
+    if let Some(job_message) = finished("Failed") {
+        let said = last_words(client, ns, &uid, &name).await?;
+        return Ok(HelperState::Failed {
+            message: said.unwrap_or(job_message),
+        });
+    }
+    Ok(HelperState::Running {
+        failed: status.failed.unwrap_or(0),
+    })
+}
+
+/// What the Job's newest finished pod said as it ended (its termination message: the error of a
+/// failed split, the metrics of an export).
+async fn last_words(
+    client: &Client,
+    ns: &str,
+    uid: &Option<String>,
+    name: &str,
+) -> Result<Option<String>, Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}")))
+        .await
+        .map_err(Error::Observe)?;
+    let mut said: Vec<(String, String)> = listed
+        .items
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|r| Some(&r.uid) == uid.as_ref())
+        })
+        .filter_map(|p| {
+            let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+            let ended = statuses
+                .iter()
+                .find_map(|c| c.state.as_ref()?.terminated.clone())?;
+            let at = ended.finished_at.map(|t| t.0.to_string()).unwrap_or_default();
+            Some((at, ended.message?))
+        })
+        .collect();
+    said.sort();
+    Ok(said.pop().map(|(_, message)| message.trim().to_string()))
+}
