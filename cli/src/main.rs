@@ -34,6 +34,8 @@ enum Command {
 enum DataCommand {
     /// Split a data set into block files (and a held-out test split).
     Split(data::SplitArgs),
+    /// Copy one file (a model, say) from S3, http(s) or a path, written whole or not at all.
+    Fetch(data::fetch::FetchArgs),
 }
 
 /// The exit status of `anyk data split` for bad data (the operator's staging Job fails at once
@@ -58,6 +60,11 @@ fn main() -> std::process::ExitCode {
                 }
                 println!("{}", serde_json::to_string_pretty(&manifest).expect("json"))
             })
+            .map_err(Into::into),
+        Command::Data {
+            command: DataCommand::Fetch(args),
+        } => data::fetch::run(&args)
+            .map(|bytes| eprintln!("{}: {bytes} bytes from {}", args.out.display(), args.input))
             .map_err(Into::into),
         Command::Local(args) => local::run(*args),
         Command::Export(args) => export_cmd::run(*args),

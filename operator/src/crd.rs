@@ -34,7 +34,8 @@ pub use progress::{PodReplacement, Progress, TrainingFailure, WorkerIncarnation}
     validation = Rule::new("self.targetWorkers <= self.workers").message("targetWorkers must not exceed workers"),
     validation = Rule::new("self.replication <= self.workers").message("replication must not exceed workers: each copy of a block needs its own worker"),
     validation = Rule::new("self.replication >= self.workers - self.targetWorkers + 1").message("replication must be at least workers - targetWorkers + 1, so that any targetWorkers workers hold every block"),
-    validation = status_fits_in_etcd()
+    validation = status_fits_in_etcd(),
+    validation = Rule::new("!has(self.model.torchScript) || !self.model.torchScript.contains('://') || has(self.dataset.source)").message("a model.torchScript URI is fetched by the staging of dataset.source: set dataset.source too")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingJobSpec {
@@ -149,7 +150,9 @@ pub struct Model {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == 'mlp'").message("the only built-in model is mlp"))]
     pub builtin: Option<String>,
-    /// Path of a TorchScript file on the data volume (what its forward takes: `contract`).
+    /// A TorchScript file (what its forward takes: `contract`): a path on the data volume, or an
+    /// `s3://` or `http(s)://` URI, fetched beside the blocks (`model.pt`) by the staging of
+    /// `dataset.source` (same storage and credentials).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub torch_script: Option<String>,
     /// `logits`: forward(x) returns logits, trained with cross-entropy against class ids (the

@@ -4,6 +4,7 @@
 //! is refused before anything is written; the output appears whole or not at all.
 
 mod csv_table;
+pub mod fetch;
 pub mod source;
 pub mod table;
 mod write;

@@ -33,18 +33,23 @@ const ENDPOINT_VARIABLE: &str = "AWS_ENDPOINT_URL";
 /// Reads `input`: `s3://bucket/key`, `http(s)://...`, a file, or a directory. A directory, or
 /// an S3 key ending in `/`, stands for every data file under it (by name).
 pub fn read(input: &str) -> Result<Vec<InputFile>, SourceError> {
-    let files = if input.starts_with("s3://") || input.starts_with("http://") || input.starts_with("https://")
-    {
-        fetch_remote(input)?
-    } else {
-        read_local(Path::new(input))?
-    };
+    let files = read_any(input)?;
     if files.is_empty() {
         return Err(SourceError::Invalid(format!(
             "{input}: no data files (.csv, .csv.gz or .safetensors)"
         )));
     }
     Ok(files)
+}
+
+/// [`read`] without the check that the files are data files: a single file is read whatever
+/// its name.
+pub fn read_any(input: &str) -> Result<Vec<InputFile>, SourceError> {
+    if input.starts_with("s3://") || input.starts_with("http://") || input.starts_with("https://") {
+        fetch_remote(input)
+    } else {
+        read_local(Path::new(input))
+    }
 }
 
 /// Whether a file name is one `anyk data split` reads.

@@ -60,6 +60,21 @@ impl Helper {
     }
 }
 
+/// Where the stage Job puts a model given by URI (`model.torchScript: s3://...`), relative to the
+/// data volume's root: beside the blocks.
+pub fn staged_model_path(job: &TrainingJob) -> Option<String> {
+    let script = job.spec.model.torch_script.as_deref()?;
+    script.contains("://").then(|| {
+        format!(
+            "{}/{STAGED_MODEL_FILE}",
+            job.spec.dataset.path.trim_end_matches('/')
+        )
+    })
+}
+
+/// The file name of a model the stage Job fetched.
+pub const STAGED_MODEL_FILE: &str = "model.pt";
+
 /// Where the export writes, relative to the checkpoint claim's root.
 pub fn model_path(job: &TrainingJob, file: &str) -> String {
     format!("{}/{MODEL_DIR}/{file}", job_uid(job))
@@ -94,7 +109,7 @@ fn stage_job(job: &TrainingJob, source: &DataSource, images: &Images) -> Option<
         args.extend(["--label-column".to_string(), column.clone()]);
     }
     let container = Container {
-        name: "stage".into(),
+        name: "split".into(),
         image: Some(
             job.spec
                 .server
@@ -108,7 +123,21 @@ fn stage_job(job: &TrainingJob, source: &DataSource, images: &Images) -> Option<
         volume_mounts: Some(vec![mount("data", DATA_DIR, false)]),
         ..Container::default()
     };
-    let spec = restricted_spec(container, vec![data_volume(job, false)], &job.spec.server);
+    let mut spec = restricted_spec(container, vec![data_volume(job, false)], &job.spec.server);
+    if let (Some(uri), Some(to)) = (&job.spec.model.torch_script, staged_model_path(job)) {
+        // The model comes from the same storage, first; the container's restrictions are the same.
+        let mut fetch = spec.containers[0].clone();
+        fetch.name = "fetch-model".into();
+        fetch.args = Some(vec![
+            "data".into(),
+            "fetch".into(),
+            "--input".into(),
+            uri.clone(),
+            "--out".into(),
+            on_data_volume(&to),
+        ]);
+        spec.init_containers = Some(vec![fetch]);
+    }
     Some(helper_job(job, Helper::Stage, spec))
 }
 

@@ -97,7 +97,9 @@ pub fn server_pod(job: &TrainingJob, images: &Images) -> Pod {
 pub(super) fn model_launch(job: &TrainingJob) -> ModelLaunch {
     let spec = &job.spec;
     let model = match (&spec.model.builtin, &spec.model.torch_script) {
-        (_, Some(path)) => on_data_volume(path),
+        (_, Some(path)) => {
+            on_data_volume(&super::helpers::staged_model_path(job).unwrap_or_else(|| path.clone()))
+        }
         (Some(name), None) => name.clone(),
         (None, None) => "mlp".into(),
     };

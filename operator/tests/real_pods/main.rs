@@ -12,6 +12,7 @@
 
 mod cluster;
 mod faults;
+mod staging;
 mod training;
 
 use std::time::{Duration, Instant};
@@ -23,11 +24,15 @@ use faults::{delete_the_operator_pod, kill_a_worker, kill_the_server};
 use training::{Namespace, anyk_local_digest, evaluate, refuses_plaintext, wait_status};
 
 const MINUTE: Duration = Duration::from_secs(60);
+/// One scenario at a time on the one real node: the figures are timings, and two jobs of 9 pods
+/// each would share 2 cores.
+static REAL_NODE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Long enough for three faults and their repairs mid-training (about a minute of training).
 const STEPS: u64 = 3000;
 
 #[tokio::test]
 async fn a_job_on_real_pods_trains_heals_and_ends_bit_identical() {
+    let _alone = REAL_NODE.lock().await;
     let ns = Namespace::create().await;
     let jobs: Api<TrainingJob> = Api::namespaced(ns.client.clone(), &ns.name);
     let applied = Instant::now();
