@@ -3,6 +3,7 @@
 mod data_split;
 mod local;
 mod plan_cmd;
+mod plot;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +26,8 @@ enum Command {
     },
     /// Train on this machine: one parameter server and n worker processes on loopback.
     Local(Box<local::LocalArgs>),
+    /// Draw a run from its checkpoint: loss, step time, stragglers skipped, repairs (PNG or SVG).
+    Plot(plot::PlotArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +51,7 @@ fn main() -> std::process::ExitCode {
             .map(|manifest| println!("{}", serde_json::to_string_pretty(&manifest).expect("json")))
             .map_err(Into::into),
         Command::Local(args) => local::run(*args),
+        Command::Plot(args) => plot::run(&args).map_err(Into::into),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
