@@ -8,6 +8,7 @@ use plotters::coord::Shift;
 use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::PlotError;
 
@@ -25,6 +26,8 @@ struct Panel {
     lines: Vec<Line>,
     /// A logarithmic y axis (when every value is above 0): a loss falls by orders of magnitude.
     log: bool,
+    /// Where the legend goes: where the lines usually leave room.
+    legend: SeriesLabelPosition,
     /// Whether the layout changes are labelled here (in one panel only: the lines say enough).
     label_changes: bool,
 }
@@ -82,25 +85,22 @@ fn panels(history: &History) -> [Panel; 3] {
         color: MARGIN,
         points: points(&|p| Some(p.margin as f64)),
     };
+    let panel = |y_desc, lines, legend| Panel {
+        y_desc,
+        lines,
+        log: false,
+        legend,
+        label_changes: false,
+    };
     [
         Panel {
-            y_desc: "loss",
-            lines: vec![loss],
             log: true,
             label_changes: true,
+            // A falling loss leaves the lower left empty.
+            ..panel("loss", vec![loss], SeriesLabelPosition::LowerLeft)
         },
-        Panel {
-            y_desc: "ms",
-            lines: vec![step_time],
-            log: false,
-            label_changes: false,
-        },
-        Panel {
-            y_desc: "workers",
-            lines: vec![skipped, margin],
-            log: false,
-            label_changes: false,
-        },
+        panel("ms", vec![step_time], SeriesLabelPosition::LowerRight),
+        panel("workers", vec![skipped, margin], SeriesLabelPosition::LowerRight),
     ]
 }
 
@@ -165,9 +165,15 @@ where
         let marker = DashedLineSeries::new([(x, y.start), (x, y.end)], 6, 4, color.stroke_width(2));
         chart.draw_series(marker)?;
         if panel.label_changes {
-            // Staggered, so that changes a few steps apart (a repair and its rebalance) stay legible.
+            // Staggered, so that changes a few steps apart (a repair and its rebalance) stay
+            // legible; in the right half of the panel, on the left of their line.
             let font = (FONT, 15).into_font().color(&color);
-            let at = (5, 4 + 18 * (i % 3) as i32);
+            let (font, dx) = if x > chart.x_range().end * 0.5 {
+                (font.pos(Pos::new(HPos::Right, VPos::Top)), -5)
+            } else {
+                (font, 5)
+            };
+            let at = (dx, 4 + 18 * (i % 3) as i32);
             let label = EmptyElement::at((x, y.end)) + Text::new(change_label(change), at, font);
             chart.draw_series(std::iter::once(label))?;
         }
@@ -187,7 +193,7 @@ where
         .label_font((FONT, 15))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
-        .position(SeriesLabelPosition::UpperRight)
+        .position(panel.legend.clone())
         .draw()
 }
 
