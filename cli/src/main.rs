@@ -4,6 +4,7 @@ mod data;
 mod export_cmd;
 mod local;
 mod plan_cmd;
+mod plot;
 
 use clap::{Parser, Subcommand};
 
@@ -28,6 +29,8 @@ enum Command {
     Export(Box<export_cmd::ExportArgs>),
     /// Train on this machine: one parameter server and n worker processes on loopback.
     Local(Box<local::LocalArgs>),
+    /// Draw a run from its checkpoint: loss, step time, stragglers skipped, repairs (PNG or SVG).
+    Plot(plot::PlotArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +71,7 @@ fn main() -> std::process::ExitCode {
             .map_err(Into::into),
         Command::Local(args) => local::run(*args),
         Command::Export(args) => export_cmd::run(*args),
+        Command::Plot(args) => plot::run(&args).map_err(Into::into),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

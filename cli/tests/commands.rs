@@ -182,3 +182,25 @@ fn data_split_reads_safetensors_input() {
     );
     assert!(second.join("block-00002.safetensors").exists());
 }
+
+#[test]
+fn plot_names_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+    let png = dir.path().join("run.png");
+    let out = anyk(&["plot", readme, "--out", png.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("failed to decode") && err.contains("not an anyk checkpoint"),
+        "{err}"
+    );
+    let gif = dir.path().join("run.gif");
+    let out = anyk(&["plot", readme, "--out", gif.to_str().unwrap()]);
+    assert!(
+        stderr(&out).contains("must be a .png or .svg file"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!png.exists() && !gif.exists());
+}

@@ -146,7 +146,12 @@ pub fn local(args: &[&str]) -> (serde_json::Value, Output) {
         stderr(&out)
     );
     let text = std::fs::read_to_string(&summary).expect("anyk local wrote the summary");
-    let json = serde_json::from_str(&text).expect("the summary is JSON");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("the summary is JSON");
+    // Every run draws itself beside its summary.
+    let png = workdir.join("run.png");
+    assert_eq!(json["plot"].as_str(), png.to_str());
+    let picture = std::fs::read(&png).expect("anyk local drew run.png");
+    assert!(picture.starts_with(b"\x89PNG\r\n\x1a\n") && picture.len() > 10_000);
     (json, out)
 }
 

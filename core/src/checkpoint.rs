@@ -7,12 +7,16 @@
 //! The header also says which job wrote the file ([`JobIdentity`]) and carries its digest. Files
 //! written before that have neither: they decode with `job: None`, and the server resumes them
 //! with a warning (it cannot tell whose they are); every file written now has both.
+//!
+//! The header carries the job's [`History`] too (what `anyk plot` draws). Files from before it
+//! decode with an empty history, and a checkpoint with an empty history is written as before.
 
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 
 use sha2::{Digest, Sha256};
 
+use crate::history::{History, HistoryError};
 use crate::job::JobIdentity;
 use crate::{Layout, optimizer::OptimizerConfig, tensor_bytes};
 
@@ -29,6 +33,8 @@ pub struct Checkpoint {
     pub loss: f32,
     /// The job that wrote it; `None` in files from before job digests.
     pub job: Option<JobIdentity>,
+    /// The steps and layout changes so far; empty in files from before histories.
+    pub history: History,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -47,6 +53,8 @@ struct Header {
     second_moment: usize,
     /// JSON has no NaN: a non-finite loss (NaN before the first step) is written as null.
     loss: Option<f32>,
+    #[serde(default, skip_serializing_if = "History::is_empty")]
+    history: History,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +71,8 @@ pub enum CheckpointError {
     JobDigest,
     #[error("checkpoint's optimizer settings are not finite")]
     OptimizerSettings,
+    #[error("checkpoint's history is invalid")]
+    History(#[source] HistoryError),
 }
 
 /// A writer that also hashes what goes through it (the checkpoint's trailing SHA-256).
@@ -105,6 +115,7 @@ impl Checkpoint {
             first_moment: self.optimizer.first_moment.len(),
             second_moment: self.optimizer.second_moment.len(),
             loss: self.loss.is_finite().then_some(self.loss),
+            history: self.history.clone(),
         };
         let header = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
         let mut hashed = Hashed {
@@ -156,6 +167,7 @@ impl Checkpoint {
         if !settings.all(finite) {
             return Err(CheckpointError::OptimizerSettings);
         }
+        header.history.check().map_err(CheckpointError::History)?;
         let mut arrays = &rest[header_len..];
         let mut take = |len: usize| -> Result<Vec<f32>, CheckpointError> {
             let len = len.checked_mul(4).ok_or(CheckpointError::Truncated)?;
@@ -178,6 +190,7 @@ impl Checkpoint {
             params,
             loss: header.loss.unwrap_or(f32::NAN),
             job: header.job,
+            history: header.history,
         })
     }
 }
@@ -197,6 +210,7 @@ fn finite(config: &OptimizerConfig) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::StepRecord;
     use crate::optimizer::Optimizer;
 
     fn sample() -> Checkpoint {
@@ -220,6 +234,7 @@ mod tests {
                 units: vec![(0, 6)],
                 params: 3,
             }),
+            history: History::default(),
         }
     }
 
@@ -245,6 +260,34 @@ mod tests {
         let digest = ckpt.job.as_ref().unwrap().digest();
         let text = String::from_utf8_lossy(&ckpt.encode()).into_owned();
         assert!(text.contains(&format!("\"job_digest\":\"{digest}\"")), "{text}");
+    }
+
+    #[test]
+    fn a_history_round_trips_exactly_and_is_checked() {
+        let mut history = History::default();
+        let layout = sample().layout.unwrap();
+        history.record_change(None, &layout, 0, 0);
+        for step in 1..=12 {
+            let loss = 1.0 / step as f32 + 1e-7;
+            let step_ms = Some(step as f32 / 3.0);
+            let (skipped, margin, elapsed_ms) = (step % 2, 1, step * 7);
+            let record = StepRecord {
+                step,
+                loss,
+                step_ms,
+                skipped,
+                margin,
+                elapsed_ms,
+            };
+            history.record_step(record);
+        }
+        let ckpt = Checkpoint { history, ..sample() };
+        assert_eq!(Checkpoint::decode(&ckpt.encode()).unwrap(), ckpt);
+        let bytes = edited(&ckpt.encode(), "\"span\":1,", "\"span\":0,");
+        assert!(matches!(
+            Checkpoint::decode(&bytes),
+            Err(CheckpointError::History(_))
+        ));
     }
 
     #[test]
@@ -295,13 +338,15 @@ mod tests {
 
     #[test]
     fn files_from_before_job_digests_still_decode() {
-        // Without a job the header is byte for byte what the format wrote before job digests.
+        // Without a job and a history the header is byte for byte what the format wrote before
+        // job digests and histories.
         let old = Checkpoint {
             job: None,
             ..sample()
         };
         let bytes = old.encode();
-        assert!(!String::from_utf8_lossy(&bytes).contains("job"));
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("job") && !text.contains("history"), "{text}");
         assert_eq!(Checkpoint::decode(&bytes).unwrap(), old);
     }
 

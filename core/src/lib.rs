@@ -9,6 +9,7 @@
 //! - [`heal`]: the self-healing policy shared by the operator and `anyk local`.
 //! - [`optimizer`], [`minibatch`], [`checkpoint`], [`digest`]: the deterministic training arithmetic.
 //! - [`dataset`]: a data set's files and manifest on disk.
+//! - [`history`]: the run's curve and layout changes, kept in its checkpoint for `anyk plot`.
 //! - [`job`]: what decides a job's result, and the digest a checkpoint carries of it.
 
 pub mod aggregate;
@@ -17,6 +18,7 @@ pub mod coverage;
 pub mod dataset;
 pub mod digest;
 pub mod heal;
+pub mod history;
 pub mod job;
 pub mod layout;
 pub mod minibatch;

@@ -1,6 +1,6 @@
 //! What a local run prints while it runs: a progress bar on stderr and event lines on stdout.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyk_core::{Coverage, Layout, Move};
 use anyk_proto::v1::Progress;
@@ -23,6 +23,25 @@ pub fn progress_bar(steps: u64) -> ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+/// Draws the run from its final checkpoint as `run.png` in `workdir`; returns where. A picture
+/// that cannot be drawn is said on stderr and does not fail the trained run.
+pub fn plot(checkpoint: &Path, workdir: &Path) -> Option<PathBuf> {
+    let out = workdir.join("run.png");
+    match crate::plot::plot_checkpoint(checkpoint, &out) {
+        Ok(()) => Some(out),
+        Err(err) => {
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                text = format!("{text}: {cause}");
+                source = cause.source();
+            }
+            eprintln!("anyk local: no picture of the run: {text}");
+            None
+        }
+    }
 }
 
 /// The status line printed every `--every` steps.

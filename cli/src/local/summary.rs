@@ -39,6 +39,8 @@ pub struct Summary {
     pub gradients_per_step: f64,
     pub wall_seconds: f64,
     pub param_sha256: String,
+    /// The picture of the run (`run.png` in the working directory), unless it failed to draw.
+    pub plot: Option<std::path::PathBuf>,
 }
 
 impl Summary {
@@ -88,5 +90,8 @@ impl Summary {
             }
         );
         println!("wall time         {:.1} s", self.wall_seconds);
+        if let Some(plot) = &self.plot {
+            println!("plot              {}", plot.display());
+        }
     }
 }

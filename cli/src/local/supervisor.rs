@@ -19,7 +19,7 @@ use super::node_type;
 use super::policy::{Replacements, backoff_failure};
 use super::processes::{bin_dir, evaluate, start_job};
 use super::replicas::ReplicaWatch;
-use super::report::{first_line, moves_text, progress_bar, say, status_line, workers_text};
+use super::report::{self, first_line, moves_text, progress_bar, say, status_line, workers_text};
 use super::workdir::Workdir;
 use super::{Baseline, Kill, LocalArgs, LocalError, Summary};
 
@@ -78,6 +78,7 @@ pub async fn run(args: &LocalArgs) -> Result<Summary, LocalError> {
         .checkpoint(CheckpointRequest {})
         .await?
         .into_inner();
+    let plot = report::plot(Path::new(&ckpt.path), &dirs.root);
     let evaluation = EvaluateLaunch {
         checkpoint: ckpt.path.into(),
         samples: None,
@@ -86,7 +87,8 @@ pub async fn run(args: &LocalArgs) -> Result<Summary, LocalError> {
     let evaluation = evaluate(&bin, &evaluation).await?;
     supervisor.fleet.finish().await;
     let _ = server.kill().await;
-    Ok(supervisor.summary(args, mode, &last, evaluation, started))
+    let summary = supervisor.summary(args, mode, &last, evaluation, started);
+    Ok(Summary { plot, ..summary })
 }
 
 struct Supervisor {
@@ -358,6 +360,7 @@ impl Supervisor {
             gradients_per_step: last.gradients_received as f64 / last.step.max(1) as f64,
             wall_seconds: started.elapsed().as_secs_f64(),
             param_sha256: last.param_sha256.clone(),
+            plot: None,
         }
     }
 }

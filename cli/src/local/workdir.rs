@@ -14,6 +14,8 @@ use super::{LocalArgs, LocalError};
 use crate::data::{self, Header, SplitArgs};
 
 pub struct Workdir {
+    /// The directory itself (`--workdir` or a new temporary one).
+    pub root: PathBuf,
     /// The data set's block files.
     pub data: PathBuf,
     pub logs: PathBuf,
@@ -49,6 +51,7 @@ impl Workdir {
             create(dir)?;
         }
         Ok(Self {
+            root: dir.clone(),
             data,
             logs,
             checkpoints,

@@ -4,6 +4,7 @@
 
 mod agreement;
 mod counters;
+mod history;
 mod layouts;
 mod model;
 mod numerics;
@@ -27,6 +28,7 @@ use crate::error::RequestError;
 use crate::settings::Settings;
 use crate::tensor;
 use counters::Counters;
+use history::Recorder;
 pub use layouts::{MAX_BLOCK_COPIES, MAX_EPOCH_JUMP, MAX_FIRST_EPOCH, MAX_WORKERS};
 use model::Model;
 pub use model::Params;
@@ -44,6 +46,8 @@ pub struct Trainer {
     counters: Counters,
     /// Digests of the copies of the current and the previous step (docs/design.md, invariant 7).
     agreement: Agreement,
+    /// The steps and layout changes so far, carried in checkpoints.
+    history: Recorder,
     started: Instant,
     /// Set once a step would have made the parameters non-finite: that step was not applied,
     /// and no gradient is taken from then on (the job has failed; the operator reports it).
@@ -76,6 +80,7 @@ impl Trainer {
             model: None,
             counters: Counters::default(),
             agreement: Agreement::default(),
+            history: Recorder::new(Default::default()),
             started: Instant::now(),
             failure: None,
         }
@@ -87,6 +92,7 @@ impl Trainer {
     pub fn resume(settings: Settings, ckpt: Checkpoint, now: Instant) -> Self {
         let mut trainer = Self::new(settings);
         trainer.layout = ckpt.layout;
+        trainer.history = Recorder::new(ckpt.history);
         if ckpt.params.is_empty() {
             tracing::warn!(
                 step = ckpt.step,
@@ -166,6 +172,7 @@ impl Trainer {
         let assignments = (0..layout.workers)
             .map(|w| (w, layouts::assignment(&layout, w)))
             .collect();
+        self.record_layout(&layout);
         self.layout = Some(layout);
         Ok(assignments)
     }
@@ -276,6 +283,7 @@ impl Trainer {
             optimizer: model.optimizer.clone(),
             params: model.params.to_vec(),
             loss: model.loss,
+            history: self.history().clone(),
         })
     }
 
@@ -351,7 +359,9 @@ impl Trainer {
         model.late_blocks = late_blocks(self.layout.as_ref(), self.counters.skipped_last_step());
         model.open_round(self.layout.as_ref(), &self.settings, true, now);
         self.agreement.release_before(model.step);
-        Some(model.event())
+        let event = model.event();
+        self.record_step(&done, now);
+        Some(event)
     }
 
     /// Takes the job's first parameters (initial or resumed) and opens their first step, which

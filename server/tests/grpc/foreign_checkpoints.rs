@@ -31,6 +31,7 @@ fn checkpoint(job: Option<JobIdentity>) -> Checkpoint {
         params: vec![0.5; PARAMS],
         loss: 1.0,
         job,
+        history: Default::default(),
     }
 }
 
