@@ -101,6 +101,9 @@ fn read_local(path: &Path) -> Result<Vec<InputFile>, SourceError> {
 }
 
 fn fetch_remote(input: &str) -> Result<Vec<InputFile>, SourceError> {
+    // The storage client's TLS has no crypto provider of its own (see the workspace Cargo.toml):
+    // the process's is ring, as everywhere in anyk. Already installed is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
