@@ -18,6 +18,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -m 0755 target/release/anyk-server target/release/anyk /usr/local/bin/
 
 FROM debian:bookworm-slim
+# Root certificates: `anyk data split` (the operator's staging Job) fetches data over https.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/anyk-server /usr/local/bin/anyk /usr/local/bin/
 # The bundled demo data set and its attribution (CC BY 4.0).
 COPY data/digits.csv.gz data/README.md /usr/share/anyk/

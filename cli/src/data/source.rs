@@ -150,6 +150,10 @@ fn short(error: &object_store::Error) -> String {
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
             "access denied: check the credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) and the bucket's policy".into()
         }
+        // reqwest refuses to build a client without a single root certificate, even for http.
+        other if other.to_string().contains("builder error") => {
+            "could not set up the HTTP client: no root certificates (install ca-certificates, or see /etc/ssl/certs)".into()
+        }
         other => {
             let text = other.to_string();
             let gist = text.split(": <?xml").next().unwrap_or(&text);

@@ -46,9 +46,11 @@ async fn data_in_s3_becomes_a_model_that_pytorch_loads() {
         "value",
     );
     let bad = job(&ns.name, "bad", "bad.csv", json!({ "builtin": "mlp" }), "class");
-    for spec in [digits, regression, bad] {
-        create::<TrainingJob>(&ns, spec).await;
-    }
+    // As a user would: kubectl apply, the apiserver filling in the defaults.
+    let manifest = files.path().join("jobs.json");
+    let list = json!({ "apiVersion": "v1", "kind": "List", "items": [digits, regression, bad] });
+    std::fs::write(&manifest, list.to_string()).unwrap();
+    super::cluster::tool("kubectl", &["apply", "-n", &ns.name, "-f", manifest.to_str().unwrap()]);
     let jobs: Api<TrainingJob> = Api::namespaced(ns.client.clone(), &ns.name);
 
     let failed = wait(&jobs, "bad", |s| s.phase.as_deref() == Some("Failed")).await;
@@ -183,7 +185,12 @@ fn job(prefix: &str, name: &str, file: &str, model: Value, labels: &str) -> Valu
             },
             "replication": 2, "workers": 4, "targetWorkers": 3,
             "model": model,
-            "training": { "steps": 300, "batch": 32, "learningRate": 0.01, "checkpointClaim": "models" }
+            "training": {
+                "steps": 300, "batch": 32, "optimizer": "adam", "learningRate": 0.01, "momentum": 0.9,
+                "seed": 1, "checkpointInterval": 100, "checkpointClaim": "models"
+            },
+            "worker": { "resources": { "requests": { "cpu": "100m" } } },
+            "server": { "resources": { "requests": { "cpu": "100m" } } }
         }
     })
 }
