@@ -139,7 +139,7 @@ fn data_split_names_the_bad_row() {
         dir.path().join("o").to_str().unwrap(),
     ]);
     assert!(
-        stderr(&out).contains("1 features, earlier rows have 2"),
+        stderr(&out).contains("line 2: 2 fields, the first row has 3 (ragged rows)"),
         "{}",
         stderr(&out)
     );

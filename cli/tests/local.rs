@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::process::Output;
-
-use common::{anyk, stderr, stdout};
+use common::{anyk, local, stderr, stdout};
 
 #[test]
 fn the_default_demo_learns_digits_through_a_straggler_and_a_kill() {
@@ -123,36 +121,6 @@ fn trains_a_users_torchscript_model() {
     ]);
     let accuracy = s["final_test_accuracy"].as_f64().unwrap();
     assert!(accuracy >= 0.9, "TorchScript model reached only {accuracy}");
-}
-
-/// Runs `anyk local` with `args` plus a summary file and workdir; returns the summary.
-pub fn local(args: &[&str]) -> (serde_json::Value, Output) {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let summary = dir.path().join("summary.json");
-    let workdir = dir.path().join("work");
-    let mut full = vec![
-        "local",
-        "--summary",
-        summary.to_str().expect("a UTF-8 path"),
-        "--workdir",
-        workdir.to_str().expect("a UTF-8 path"),
-    ];
-    full.extend_from_slice(args);
-    let out = anyk(&full);
-    assert!(
-        out.status.success(),
-        "anyk {full:?} failed:\n{}\n{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let text = std::fs::read_to_string(&summary).expect("anyk local wrote the summary");
-    let json: serde_json::Value = serde_json::from_str(&text).expect("the summary is JSON");
-    // Every run draws itself beside its summary.
-    let png = workdir.join("run.png");
-    assert_eq!(json["plot"].as_str(), png.to_str());
-    let picture = std::fs::read(&png).expect("anyk local drew run.png");
-    assert!(picture.starts_with(b"\x89PNG\r\n\x1a\n") && picture.len() > 10_000);
-    (json, out)
 }
 
 /// Invariant 7 across node types: workers on emulated AVX-512, AVX2 and baseline CPUs compute the

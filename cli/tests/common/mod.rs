@@ -31,3 +31,34 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Runs `anyk local` with `args` plus a summary file and workdir; returns the summary.
+#[allow(dead_code)] // not every test binary runs anyk local
+pub fn local(args: &[&str]) -> (serde_json::Value, Output) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let summary = dir.path().join("summary.json");
+    let workdir = dir.path().join("work");
+    let mut full = vec![
+        "local",
+        "--summary",
+        summary.to_str().expect("a UTF-8 path"),
+        "--workdir",
+        workdir.to_str().expect("a UTF-8 path"),
+    ];
+    full.extend_from_slice(args);
+    let out = anyk(&full);
+    assert!(
+        out.status.success(),
+        "anyk {full:?} failed:\n{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = std::fs::read_to_string(&summary).expect("anyk local wrote the summary");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("the summary is JSON");
+    // Every run draws itself beside its summary.
+    let png = workdir.join("run.png");
+    assert_eq!(json["plot"].as_str(), png.to_str());
+    let picture = std::fs::read(&png).expect("anyk local drew run.png");
+    assert!(picture.starts_with(b"\x89PNG\r\n\x1a\n") && picture.len() > 10_000);
+    (json, out)
+}

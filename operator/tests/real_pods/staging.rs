@@ -50,7 +50,10 @@ async fn data_in_s3_becomes_a_model_that_pytorch_loads() {
     let manifest = files.path().join("jobs.json");
     let list = json!({ "apiVersion": "v1", "kind": "List", "items": [digits, regression, bad] });
     std::fs::write(&manifest, list.to_string()).unwrap();
-    super::cluster::tool("kubectl", &["apply", "-n", &ns.name, "-f", manifest.to_str().unwrap()]);
+    super::cluster::tool(
+        "kubectl",
+        &["apply", "-n", &ns.name, "-f", manifest.to_str().unwrap()],
+    );
     let jobs: Api<TrainingJob> = Api::namespaced(ns.client.clone(), &ns.name);
 
     let failed = wait(&jobs, "bad", |s| s.phase.as_deref() == Some("Failed")).await;
