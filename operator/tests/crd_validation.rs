@@ -192,6 +192,65 @@ async fn the_apiserver_enforces_the_coverage_bound_ranges_and_immutability() {
     ns.cleanup().await;
 }
 
+/// Data sources and model contracts as the apiserver checks them: the examples' jobs are
+/// accepted (with the apiserver's defaults filled in), impossible combinations refused by name.
+#[tokio::test]
+async fn the_apiserver_checks_data_sources_and_model_contracts() {
+    let ns = TestNamespace::create("crd-source", &[]).await;
+    install_crd(ns.client.clone()).await;
+    let example = std::fs::read_to_string(anyk_testkit::repo_root().join("examples/from-s3.yaml")).unwrap();
+    let mut accepted = 0;
+    for doc in example.split("\n---\n") {
+        let value: Value = serde_yaml::from_str(doc).unwrap();
+        if value["kind"] == "TrainingJob" {
+            let created = create(&ns, value).await.expect("the example's jobs are valid");
+            let source = created.spec.dataset.source.unwrap();
+            assert_eq!(
+                (source.csv_header.as_str(), source.test_fraction),
+                ("auto", 0.2),
+                "defaults"
+            );
+            accepted += 1;
+        }
+    }
+    assert_eq!(
+        accepted, 2,
+        "examples/from-s3.yaml has a classifier and a regression job"
+    );
+    let s3 = json!({ "uri": "s3://bucket/data.csv" });
+    let cases = [
+        (
+            json!({ "dataset": { "source": { "uri": "s3://x/data.csv" } } }),
+            "an s3 source is s3://BUCKET/KEY",
+        ),
+        (
+            json!({ "dataset": { "source": { "uri": "https://example.org/d.csv", "credentialsSecret": "s" } } }),
+            "apply to s3:// sources only",
+        ),
+        (
+            json!({ "dataset": { "source": { "uri": "s3://bucket/d.csv", "csvHeader": "maybe" } } }),
+            "csvHeader must be auto, yes or no",
+        ),
+        (
+            json!({ "dataset": { "source": s3 }, "model": { "builtin": "mlp", "contract": "loss" } }),
+            "contract loss needs a torchScript model",
+        ),
+        (
+            json!({ "model": { "builtin": null, "torchScript": "s3://bucket/model.pt" } }),
+            "set dataset.source too",
+        ),
+        (
+            json!({ "dataset": { "source": { "uri": "s3://bucket/d.csv", "labels": "ordinal" } } }),
+            "labels",
+        ),
+    ];
+    for (i, (patch, text)) in cases.into_iter().enumerate() {
+        let message = rejection(create(&ns, job(&format!("bad-{i}"), patch)).await);
+        assert!(message.contains(text), "{message:?} does not name {text:?}");
+    }
+    ns.cleanup().await;
+}
+
 /// The largest jobs the CRD allows are accepted, and the largest status such a job can have (every
 /// holder id 4 digits, every block under-replicated) is written; a status with twice the copies
 /// is refused by etcd, so the bound is what keeps status writable.
