@@ -14,8 +14,8 @@ pub struct ExportArgs {
     /// The safetensors file to write, with the model's own parameter names.
     #[arg(long)]
     pub out: PathBuf,
-    /// For a TorchScript model: also write the module with the trained weights (loadable by
-    /// `torch.jit.load`).
+    /// Also write the model as TorchScript with the trained weights (loadable by
+    /// `torch.jit.load`; the built-in mlp is traced).
     #[arg(long)]
     pub torchscript_out: Option<PathBuf>,
     #[command(flatten)]

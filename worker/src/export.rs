@@ -17,8 +17,6 @@ pub enum ExportError {
     Write { path: PathBuf, source: tch::TchError },
     #[error("failed to create or move {path}")]
     Rename { path: PathBuf, source: std::io::Error },
-    #[error("the built-in mlp has no TorchScript form: --torchscript-out needs a TorchScript model")]
-    NoScript,
 }
 
 /// Writes the model's parameters (already set from a checkpoint) to `out` as safetensors.
@@ -30,12 +28,39 @@ pub fn safetensors(model: &Model, out: &Path) -> Result<(), ExportError> {
     into_place(out, |partial| Tensor::write_safetensors(&named, partial))
 }
 
-/// Writes a TorchScript model, with its parameters as they are now, to `out`.
+/// Writes the model as TorchScript, with its parameters as they are now, to `out`: the user's
+/// module itself, or the built-in mlp traced (its trained weights become the trace's constants).
 pub fn torchscript(model: &Model, out: &Path) -> Result<(), ExportError> {
-    let Model::Script { module, .. } = model else {
-        return Err(ExportError::NoScript);
-    };
-    into_place(out, |partial| module.save(partial))
+    match model {
+        Model::Script { module, .. } => into_place(out, |partial| module.save(partial)),
+        Model::Mlp { .. } => {
+            let weight = |name: &str| {
+                model
+                    .named_params()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, p)| p.detach())
+            };
+            let (Some(w1), Some(b1), Some(w2), Some(b2)) = (
+                weight("fc1.weight"),
+                weight("fc1.bias"),
+                weight("fc2.weight"),
+                weight("fc2.bias"),
+            ) else {
+                return Err(ExportError::Model(ModelError::WrongLength { got: 0, want: 4 }));
+            };
+            // Detached copies: a trace keeps them as constants (a tensor that requires grad
+            // cannot be one); the computation is the built-in mlp's (fc1, ReLU, fc2).
+            let example = Tensor::zeros([1, w1.size()[1]], (tch::Kind::Float, w1.device()));
+            let traced = tch::CModule::create_by_tracing("AnykMlp", "forward", &[example], &mut |inputs| {
+                vec![inputs[0].linear(&w1, Some(&b1)).relu().linear(&w2, Some(&b2))]
+            })
+            .map_err(|source| ExportError::Write {
+                path: out.to_path_buf(),
+                source,
+            })?;
+            into_place(out, |partial| traced.save(partial))
+        }
+    }
 }
 
 fn into_place(out: &Path, write: impl FnOnce(&Path) -> Result<(), tch::TchError>) -> Result<(), ExportError> {

@@ -177,11 +177,10 @@ fn storage_env(source: &DataSource) -> Vec<EnvVar> {
 fn export_job(job: &TrainingJob, claim: &str, images: &Images) -> Option<Job> {
     let on_claim = |path: String| format!("{CHECKPOINT_DIR}/{path}");
     let model = model_launch(job);
-    let script = job.spec.model.torch_script.is_some();
     let launch = ExportLaunch {
         checkpoint: on_claim(job_uid(job)).into(),
         out: on_claim(model_path(job, SAFETENSORS_FILE)).into(),
-        torchscript_out: script.then(|| on_claim(model_path(job, TORCHSCRIPT_FILE)).into()),
+        torchscript_out: Some(on_claim(model_path(job, TORCHSCRIPT_FILE)).into()),
         // The test metrics come back to the operator as the container's termination message.
         metrics_out: Some("/dev/termination-log".into()),
         model,

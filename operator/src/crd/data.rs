@@ -65,7 +65,8 @@ pub struct ExportedModel {
     pub claim: String,
     /// The parameters under the model's own names (safetensors).
     pub safetensors: String,
-    /// For a TorchScript model: the module with the trained weights (`torch.jit.load`).
+    /// The model as TorchScript with the trained weights (`torch.jit.load`): the user's module, or
+    /// the built-in mlp traced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub torch_script: Option<String>,
     /// Test accuracy (classifiers only).

@@ -184,12 +184,7 @@ fn exported(job: &TrainingJob, claim: &str, message: &str) -> Option<ExportedMod
     Some(ExportedModel {
         claim: claim.to_string(),
         safetensors: model_path(job, SAFETENSORS_FILE),
-        torch_script: job
-            .spec
-            .model
-            .torch_script
-            .as_ref()
-            .map(|_| model_path(job, TORCHSCRIPT_FILE)),
+        torch_script: Some(model_path(job, TORCHSCRIPT_FILE)),
         test_accuracy: metrics["accuracy"].as_f64(),
         test_loss: metrics["loss"].as_f64(),
         step: metrics["step"].as_u64()?,

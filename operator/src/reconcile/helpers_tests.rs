@@ -164,9 +164,10 @@ fn a_succeeded_job_exports_its_model_once_and_names_the_files() {
         "{}",
         model.safetensors
     );
-    assert_eq!(
-        model.torch_script, None,
-        "the built-in mlp has no TorchScript file"
+    let script = model.torch_script.clone().unwrap();
+    assert!(
+        script.ends_with("/model/model.pt"),
+        "the built-in mlp, traced: {script}"
     );
     assert_eq!(condition(&status, MODEL_EXPORTED).unwrap().status, "True");
     assert_eq!(

@@ -73,14 +73,21 @@ async fn data_in_s3_becomes_a_model_that_pytorch_loads() {
     let python = check_export(&[
         "--safetensors",
         models.join(&model.safetensors).to_str().unwrap(),
+        "--torchscript",
+        models
+            .join(model.torch_script.as_deref().unwrap())
+            .to_str()
+            .unwrap(),
         "--test",
         data.join("digits/test.safetensors").to_str().unwrap(),
     ]);
-    assert_eq!(
-        python["safetensors"]["accuracy"].as_f64(),
-        Some(accuracy),
-        "{python}"
-    );
+    for file in ["safetensors", "torchscript"] {
+        assert_eq!(
+            python[file]["accuracy"].as_f64(),
+            Some(accuracy),
+            "{file}: {python}"
+        );
+    }
 
     let regression = wait(&jobs, "regression", exported).await;
     let model = regression.model.clone().unwrap();
@@ -113,7 +120,7 @@ async fn data_in_s3_becomes_a_model_that_pytorch_loads() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     println!(
         "staging figures: digits from S3 (CSV with a header) test accuracy {accuracy:.4}, the same \
-         in PyTorch from model.safetensors; regression test loss {loss:.5}, the same from \
+         in PyTorch from model.safetensors and model.pt; regression test loss {loss:.5}, the same from \
          model.safetensors and model.pt"
     );
     ns.cleanup().await;

@@ -42,7 +42,8 @@ pub struct ExportLaunch {
     /// The safetensors file to write (`model.safetensors`).
     #[arg(long)]
     pub out: PathBuf,
-    /// For a TorchScript model: also write the module with the trained weights here.
+    /// Also write the model as TorchScript with the trained weights here (the user's module, or
+    /// the built-in mlp traced).
     #[arg(long)]
     pub torchscript_out: Option<PathBuf>,
     /// Also write the test metrics (as `evaluate` prints them) here, as JSON.
