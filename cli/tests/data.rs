@@ -5,6 +5,8 @@
 
 // A failed unwrap in a test is a failed test with a line number.
 #![allow(clippy::unwrap_used)]
+// A scenario reads best top to bottom.
+#![allow(clippy::too_many_lines)]
 
 mod common;
 
@@ -202,6 +204,7 @@ fn data_comes_from_http_and_from_a_real_s3_store() {
         result = split(&url, &dir.path().join("http"), &[]);
     }
     let _ = server.kill();
+    let _ = server.wait();
     assert!(result.status.success(), "{}", stderr(&result));
     let from_http = manifest(&dir.path().join("http"));
 

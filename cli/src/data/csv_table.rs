@@ -16,16 +16,7 @@ pub fn read(text: &str, reading: &Reading) -> Result<Table, String> {
         return Err("line 1: no rows".into());
     };
     let first = first.map_err(|e| format!("line 1: {e}"))?;
-    let has_header = match reading.header {
-        Header::Yes => true,
-        Header::No => false,
-        Header::Auto => first.iter().any(|field| field.parse::<f64>().is_err()),
-    };
-    let names: Vec<String> = if has_header {
-        first.iter().map(str::to_string).collect()
-    } else {
-        (0..first.len()).map(|i| format!("column {i}")).collect()
-    };
+    let (has_header, names) = header_of(&first, reading.header);
     let width = first.len();
     if width < 2 {
         return Err(format!(
@@ -43,31 +34,59 @@ pub fn read(text: &str, reading: &Reading) -> Result<Table, String> {
                 record.len()
             ));
         }
-        for (column, field) in record.iter().enumerate() {
-            let value: f64 = field.parse().map_err(|_| {
-                format!(
-                    "line {line}, column {:?}: {field:?} is not a number",
-                    names[column]
-                )
-            })?;
-            if column == label {
-                check_label(value, reading.labels, &|| format!("line {line}"))?;
-                table.push_label(value);
-            } else if !value.is_finite() || value.abs() > f64::from(f32::MAX) {
-                return Err(format!(
-                    "line {line}, column {:?}: feature {field} is not a finite f32",
-                    names[column]
-                ));
-            } else {
-                table.x.push(value as f32);
-            }
-        }
+        push_row(&mut table, &record, line, label, &names, reading)?;
     }
     table.features = width - 1;
     if table.samples() == 0 {
-        return Err(format!("line {}: a header but no rows", 1));
+        return Err("line 1: a header but no rows".into());
     }
     Ok(table)
+}
+
+/// Whether `first` is a header row, and the column names (`column I` without a header).
+fn header_of(first: &csv::StringRecord, header: Header) -> (bool, Vec<String>) {
+    let has_header = match header {
+        Header::Yes => true,
+        Header::No => false,
+        Header::Auto => first.iter().any(|field| field.parse::<f64>().is_err()),
+    };
+    let names = if has_header {
+        first.iter().map(str::to_string).collect()
+    } else {
+        (0..first.len()).map(|i| format!("column {i}")).collect()
+    };
+    (has_header, names)
+}
+
+/// Checks one row and appends it: its features, and its label from column `label`.
+fn push_row(
+    table: &mut Table,
+    record: &csv::StringRecord,
+    line: u64,
+    label: usize,
+    names: &[String],
+    reading: &Reading,
+) -> Result<(), String> {
+    for (column, field) in record.iter().enumerate() {
+        let value: f64 = field.parse().map_err(|_| {
+            format!(
+                "line {line}, column {:?}: {field:?} is not a number",
+                names[column]
+            )
+        })?;
+        if column == label {
+            check_label(value, reading.labels, &|| format!("line {line}"))?;
+            table.push_label(value);
+        } else if !value.is_finite() || value.abs() > f64::from(f32::MAX) {
+            return Err(format!(
+                "line {line}, column {:?}: feature {field} is not a finite f32",
+                names[column]
+            ));
+        } else {
+            table.x.push(value as f32);
+        }
+    }
+    Ok(())
 }
 
 /// The label column's index: `wanted` as a header name or an index, else the last column.

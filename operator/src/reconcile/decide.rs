@@ -79,19 +79,6 @@ pub fn decide(job: &TrainingJob, seen: &Seen) -> Decision {
     if spec.suspend {
         return suspend(job, seen);
     }
-    // No training pod before the data is there (docs/design.md, "Data staging").
-    let staged;
-    let seen = match helpers::stage(job, seen) {
-        Err(hold) => return hold,
-        Ok(None) => seen,
-        Ok(Some(status)) => {
-            staged = Seen {
-                status,
-                ..seen.clone()
-            };
-            &staged
-        }
-    };
     let resuming = was == Some(phase::SUSPENDED);
     if resuming && !seen.observed.terminating.is_empty() {
         // The pods suspend deleted are still going: they are not losses, and their replacements
@@ -101,7 +88,18 @@ pub fn decide(job: &TrainingJob, seen: &Seen) -> Decision {
             then: Then::Done(Next::After(RESUME_WAIT)),
         };
     }
-    train_after_healing(job, seen, planned, resuming)
+    // No training pod before the data is there (docs/design.md, "Data in, model out").
+    match helpers::stage(job, seen) {
+        Err(hold) => *hold,
+        Ok(None) => train_after_healing(job, seen, planned, resuming),
+        Ok(Some(status)) => {
+            let staged = Seen {
+                status,
+                ..seen.clone()
+            };
+            train_after_healing(job, &staged, planned, resuming)
+        }
+    }
 }
 
 /// Restores the layout, heals it with what the pods (and the server's faulty reports) say, and

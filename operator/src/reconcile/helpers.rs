@@ -56,7 +56,7 @@ pub fn to_read(job: &TrainingJob, status: &TrainingJobStatus) -> (bool, bool) {
 
 /// Staging: `Err` holds the pass of a job whose data is not there yet (or cannot be); `Ok`
 /// lets training go on, with the status to carry on from (the DataStaged condition set now).
-pub fn stage(job: &TrainingJob, seen: &Seen) -> Result<Option<TrainingJobStatus>, Decision> {
+pub fn stage(job: &TrainingJob, seen: &Seen) -> Result<Option<TrainingJobStatus>, Box<Decision>> {
     let Some(source) = &job.spec.dataset.source else {
         return Ok(None);
     };
@@ -64,8 +64,18 @@ pub fn stage(job: &TrainingJob, seen: &Seen) -> Result<Option<TrainingJobStatus>
         return Ok(None);
     }
     let state = seen.helpers.stage.clone().unwrap_or(HelperState::Absent);
-    let name = Helper::Stage.name(job);
     let target = format!("{} into {}", source.uri, job.spec.dataset.path);
+    staging_decision(job, seen, state, &target)
+}
+
+/// What the stage Job's `state` means for the pass.
+fn staging_decision(
+    job: &TrainingJob,
+    seen: &Seen,
+    state: HelperState,
+    target: &str,
+) -> Result<Option<TrainingJobStatus>, Box<Decision>> {
+    let name = Helper::Stage.name(job);
     let with = |ok: bool, reason: &str, message: &str| {
         let mut status = seen.status.clone();
         if !ok {
@@ -76,36 +86,35 @@ pub fn stage(job: &TrainingJob, seen: &Seen) -> Result<Option<TrainingJobStatus>
         status::set_condition(&mut status, &seen.status, condition);
         status
     };
-    let hold = |status: TrainingJobStatus, create: bool, next: Next| Decision {
-        actions: Actions {
-            status: Some(status),
-            create_helpers: if create { vec![Helper::Stage] } else { Vec::new() },
-            ..Actions::default()
-        },
-        then: Then::Done(next),
-    };
     match state {
         HelperState::Absent => {
             let message = format!("staging {target}: Job {name} created");
-            Err(hold(
+            Err(Box::new(hold(
                 with(false, "Staging", &message),
                 true,
                 Next::After(WHILE_RUNNING),
-            ))
+            )))
         }
         HelperState::Running { failed } => {
             let message = format!("staging {target}: Job {name} running, attempt {}", failed + 1);
-            Err(hold(
+            Err(Box::new(hold(
                 with(false, "Staging", &message),
                 false,
                 Next::After(WHILE_RUNNING),
-            ))
+            )))
         }
         HelperState::Succeeded { .. } => Ok(Some(with(true, "Staged", &format!("staged {target}")))),
         HelperState::Failed { message } => {
             let message = format!("staging {target} failed: {message}");
             let status = with(false, "StagingFailed", &message);
-            Err(fail(job, seen, &status, "StagingFailed", &message, Vec::new()))
+            Err(Box::new(fail(
+                job,
+                seen,
+                &status,
+                "StagingFailed",
+                &message,
+                Vec::new(),
+            )))
         }
         HelperState::Foreign => {
             let message =
@@ -119,8 +128,20 @@ pub fn stage(job: &TrainingJob, seen: &Seen) -> Result<Option<TrainingJobStatus>
                 .actions
                 .notes
                 .push(note(true, "OwnershipConflict", "Stage", &message));
-            Err(decision)
+            Err(Box::new(decision))
         }
+    }
+}
+
+/// A pass that writes `status`, creates the stage Job if `create`, and looks again after `next`.
+fn hold(status: TrainingJobStatus, create: bool, next: Next) -> Decision {
+    Decision {
+        actions: Actions {
+            status: Some(status),
+            create_helpers: if create { vec![Helper::Stage] } else { Vec::new() },
+            ..Actions::default()
+        },
+        then: Then::Done(next),
     }
 }
 

@@ -71,15 +71,11 @@ pub fn running(job: &TrainingJob, previous: &TrainingJobStatus, facts: &Facts) -
     } else {
         phase::RUNNING
     };
-    let mut conditions = running_conditions(job, previous, facts, &coverage, finished);
-    // Conditions set elsewhere in the pass (OwnershipConflict) carry over.
-    let kept: Vec<Condition> = previous
-        .conditions
-        .iter()
-        .filter(|p| !conditions.iter().any(|c| c.type_ == p.type_))
-        .cloned()
-        .collect();
-    conditions.extend(kept);
+    // Conditions set elsewhere in the pass (OwnershipConflict, DataStaged) carry over.
+    let conditions = with_others(
+        &previous.conditions,
+        running_conditions(job, previous, facts, &coverage, finished),
+    );
     TrainingJobStatus {
         phase: Some(phase.into()),
         conditions: keep_transition_times(&previous.conditions, conditions),
@@ -298,24 +294,30 @@ pub fn failed(
     message: &str,
     now: Timestamp,
 ) -> TrainingJobStatus {
-    let mut conditions = vec![
+    let conditions = vec![
         condition(job, "Ready", false, reason, message, now),
         condition(job, "Progressing", false, reason, message, now),
         condition(job, "Failed", true, reason, message, now),
     ];
     // Conditions about other things (DataStaged, ReplicasDisagree, ...) still say what they said.
-    let others = previous
-        .conditions
-        .iter()
-        .filter(|p| !conditions.iter().any(|c| c.type_ == p.type_));
-    let others: Vec<Condition> = others.cloned().collect();
-    conditions.extend(others);
+    let conditions = with_others(&previous.conditions, conditions);
     TrainingJobStatus {
         phase: Some(phase::FAILED.into()),
         conditions: keep_transition_times(&previous.conditions, conditions),
         observed_generation: job.metadata.generation,
         ..previous.clone()
     }
+}
+
+/// `conditions`, and those of `previous` about anything else.
+fn with_others(previous: &[Condition], mut conditions: Vec<Condition>) -> Vec<Condition> {
+    let others: Vec<Condition> = previous
+        .iter()
+        .filter(|p| !conditions.iter().any(|c| c.type_ == p.type_))
+        .cloned()
+        .collect();
+    conditions.extend(others);
+    conditions
 }
 
 pub fn condition(
