@@ -129,7 +129,10 @@ fn evaluate(args: EvaluateLaunch) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn export_files(args: ExportLaunch) -> Result<(), Box<dyn std::error::Error>> {
+fn export_files(mut args: ExportLaunch) -> Result<(), Box<dyn std::error::Error>> {
+    // Model files load anywhere: built, written and evaluated on the CPU whatever the node has
+    // (a module traced or saved on a GPU keeps its tensors there; found on an H100).
+    args.model.device = "cpu".into();
     let (model, step) = trained_model(&args.model, &args.checkpoint)?;
     export::safetensors(&model, &args.out)?;
     if let Some(out) = &args.torchscript_out {
