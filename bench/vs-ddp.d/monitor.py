@@ -59,7 +59,11 @@ def hwm_kb(pid):
 def sockets(with_pids):
     """{(local, peer): (bytes_sent, bytes_received, pids)} of established TCP sockets."""
     args = ["ss", "-tinH"] + (["-p"] if with_pids else [])
-    text = subprocess.run(args, capture_output=True, text=True).stdout
+    try:
+        text = subprocess.run(args, capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        # No iproute2 (a bare machine): step times and memory are still measured, bytes are not.
+        return {}
     out, key, pids = {}, None, ()
     for line in text.splitlines():
         if not line[:1].isspace():
