@@ -108,6 +108,11 @@ Roles. Every rule says why the operator needs it. No secrets, no configmaps, no 
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "create"]
+# While {job}-stage runs, the last line its split wrote ("writing block 17 of 24") is the progress
+# its DataStaged condition shows: get of that one line (tailLines=1) of the stage pod's log.
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 # kube-runtime's event Recorder publishes events.k8s.io/v1 Events on TrainingJobs (worker lost,
 # layout repaired, ...): create a new Event, patch to bump the count of a repeated one.
 - apiGroups: ["events.k8s.io"]

@@ -78,6 +78,7 @@ pub fn run(args: &SplitArgs) -> Result<(Manifest, Outcome), SplitError> {
             args.test_fraction
         )));
     }
+    eprintln!("anyk data split: reading {}", args.input);
     let files = source::read(&args.input)?;
     let input_sha256 = digest(&files);
     let reading = table::Reading {
@@ -87,6 +88,11 @@ pub fn run(args: &SplitArgs) -> Result<(Manifest, Outcome), SplitError> {
     };
     let data = table::read(&files, &reading).map_err(SplitError::Invalid)?;
     let n = data.samples();
+    eprintln!(
+        "anyk data split: {n} samples, {} features, from {} file(s); checked",
+        data.features,
+        files.len()
+    );
     let test = (n as f64 * args.test_fraction).round() as usize;
     let train = n - test;
     if train < args.blocks as usize {

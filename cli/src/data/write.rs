@@ -78,7 +78,12 @@ fn write_all(staging: &Path, blocks: u32, plan: &Plan<'_>) -> Result<Vec<String>
     })?;
     let (train, m) = (plan.train_rows.len(), blocks as usize);
     let mut names = Vec::with_capacity(m + 1);
+    // About twenty progress lines whatever m is: the operator shows the last one while staging.
+    let every = m.div_ceil(20).max(1);
     for b in 0..m {
+        if b % every == 0 {
+            eprintln!("anyk data split: writing block {} of {m}", b + 1);
+        }
         let rows = &plan.train_rows[b * train / m..(b + 1) * train / m];
         let name = block_file(b as u32);
         write_samples(&staging.join(&name), plan, rows)?;

@@ -21,9 +21,10 @@ const WHILE_RUNNING: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, PartialEq)]
 pub enum HelperState {
     Absent,
-    /// Running, after `failed` failed attempts.
+    /// Running, after `failed` failed attempts; `progress` is the last line its pod wrote.
     Running {
         failed: i32,
+        progress: Option<String>,
     },
     /// Done; `message` is what its last pod said as it ended.
     Succeeded {
@@ -95,8 +96,12 @@ fn staging_decision(
                 Next::After(WHILE_RUNNING),
             )))
         }
-        HelperState::Running { failed } => {
-            let message = format!("staging {target}: Job {name} running, attempt {}", failed + 1);
+        HelperState::Running { failed, progress } => {
+            let said = progress.map(|line| format!(": {line}")).unwrap_or_default();
+            let message = format!(
+                "staging {target}: Job {name} running, attempt {}{said}",
+                failed + 1
+            );
             Err(Box::new(hold(
                 with(false, "Staging", &message),
                 false,
@@ -164,7 +169,7 @@ pub fn export(job: &TrainingJob, seen: &Seen, actions: &mut Actions, next: &mut 
                 format!("writing the model files: Job {name} created"),
             )
         }
-        HelperState::Running { failed } => (
+        HelperState::Running { failed, .. } => (
             false,
             "Exporting",
             format!("Job {name} running, attempt {}", failed + 1),

@@ -49,13 +49,19 @@ fn a_job_with_a_source_stages_its_data_before_any_pod() {
     );
 
     let mut running = seen(&status, [Missing; 8], Missing);
-    running.helpers.stage = Some(HelperState::Running { failed: 1 });
+    running.helpers.stage = Some(HelperState::Running {
+        failed: 1,
+        progress: Some("anyk data split: writing block 17 of 24".into()),
+    });
     let second = decide(&job, &running);
     assert!(second.actions.create_helpers.is_empty() && second.actions.create_pods.is_empty());
     let message = &condition(second.actions.status.as_ref().unwrap(), DATA_STAGED)
         .unwrap()
         .message;
-    assert!(message.contains("attempt 2"), "{message}");
+    assert!(
+        message.contains("attempt 2: anyk data split: writing block 17 of 24"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::ListParams;
+use kube::api::{ListParams, LogParams};
 use kube::{Api, Client, Resource};
 
 use super::Error;
@@ -64,9 +64,38 @@ async fn state_of(
             message: said.unwrap_or(job_message),
         });
     }
+    // Only the stage Job reports progress (its split's last line); an export is short.
+    let progress = match helper {
+        Helper::Stage => progress(client, ns, &name).await,
+        Helper::Export => None,
+    };
     Ok(HelperState::Running {
         failed: status.failed.unwrap_or(0),
+        progress,
     })
+}
+
+/// The last line the running split wrote (`anyk data split: writing block 17 of 24`), if any:
+/// progress for the condition, so errors (no pod yet, still fetching the model) mean none.
+async fn progress(client: &Client, ns: &str, name: &str) -> Option<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let listed = pods
+        .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}")))
+        .await
+        .ok()?;
+    let running = listed
+        .items
+        .iter()
+        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))?;
+    let logs = LogParams {
+        container: Some("split".into()),
+        tail_lines: Some(1),
+        limit_bytes: Some(512),
+        ..LogParams::default()
+    };
+    let line = pods.logs(running.metadata.name.as_deref()?, &logs).await.ok()?;
+    let line = line.trim();
+    line.starts_with("anyk data split:").then(|| line.to_string())
 }
 
 /// What the Job's newest finished pod said as it ended (its termination message: the error of a
