@@ -140,6 +140,38 @@ fn a_failed_split_leaves_the_earlier_one_whole_and_a_repeat_writes_nothing() {
 }
 
 #[test]
+fn an_empty_first_field_is_bad_data_not_a_header_and_gzip_members_all_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("gap.csv");
+    std::fs::write(&input, "1,,3,0\n4,5,6,1\n7,8,9,0\n").unwrap();
+    let result = split(input.to_str().unwrap(), &dir.path().join("o"), &[]);
+    assert!(
+        stderr(&result).contains("line 1, column \"column 1\": \"\" is not a number"),
+        "{}",
+        stderr(&result)
+    );
+    // Two gzip members one after the other (cat a.gz b.gz): every row of both.
+    let member = |text: &str| {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(text.as_bytes()).unwrap();
+        gz.finish().unwrap()
+    };
+    let mut both = member("f0,f1,label\n1,2,0\n3,4,1\n");
+    both.extend(member("5,6,0\n7,8,1\n"));
+    let input = dir.path().join("two.csv.gz");
+    std::fs::write(&input, both).unwrap();
+    let result = split(
+        input.to_str().unwrap(),
+        &dir.path().join("gz"),
+        &["--test-fraction", "0"],
+    );
+    assert!(result.status.success(), "{}", stderr(&result));
+    let m: Value = serde_json::from_str(&stdout(&result)).unwrap();
+    assert_eq!(m["train_samples"].as_u64(), Some(4), "{m}");
+}
+
+#[test]
 fn headers_label_columns_and_directories() {
     let dir = tempfile::tempdir().unwrap();
     let parts = dir.path().join("parts");

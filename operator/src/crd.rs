@@ -35,7 +35,8 @@ pub use progress::{PodReplacement, Progress, TrainingFailure, WorkerIncarnation}
     validation = Rule::new("self.replication <= self.workers").message("replication must not exceed workers: each copy of a block needs its own worker"),
     validation = Rule::new("self.replication >= self.workers - self.targetWorkers + 1").message("replication must be at least workers - targetWorkers + 1, so that any targetWorkers workers hold every block"),
     validation = status_fits_in_etcd(),
-    validation = Rule::new("!has(self.model.torchScript) || !self.model.torchScript.contains('://') || has(self.dataset.source)").message("a model.torchScript URI is fetched by the staging of dataset.source: set dataset.source too")
+    validation = Rule::new("!has(self.model.torchScript) || !self.model.torchScript.contains('://') || has(self.dataset.source)").message("a model.torchScript URI is fetched by the staging of dataset.source: set dataset.source too"),
+    validation = Rule::new("!has(self.dataset.source) || !has(self.dataset.source.labels) || self.dataset.source.labels != 'value' || (has(self.model.contract) && self.model.contract == 'loss')").message("labels value (real-valued targets) need a model with contract loss: cross-entropy takes class ids")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TrainingJobSpec {

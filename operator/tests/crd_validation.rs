@@ -224,8 +224,8 @@ async fn the_apiserver_checks_data_sources_and_model_contracts() {
             "an s3 source is s3://BUCKET/KEY",
         ),
         (
-            json!({ "dataset": { "source": { "uri": "https://example.org/d.csv", "credentialsSecret": "s" } } }),
-            "apply to s3:// sources only",
+            json!({ "dataset": { "source": { "uri": "s3://bucket/d.csv", "labels": "value" } } }),
+            "labels value (real-valued targets) need a model with contract loss",
         ),
         (
             json!({ "dataset": { "source": { "uri": "s3://bucket/d.csv", "csvHeader": "maybe" } } }),

@@ -304,7 +304,7 @@ impl Training for TrainingService {
                 // Delivered under the trainer lock so workers see steps in order.
                 self.0.broadcast(event);
             }
-            (outcome, trainer.checkpoint_due())
+            (outcome, trainer.checkpoint_due().then(|| trainer.is_finished()))
         };
         if outcome.failed {
             // The trainer logged why; watchers (the operator, `anyk local`) learn it now.
@@ -312,9 +312,17 @@ impl Training for TrainingService {
         }
         if outcome.released.is_some() {
             self.0.publish_progress();
-            if checkpoint_due && self.0.store.is_some() {
+            if let (Some(last), true) = (checkpoint_due, self.0.store.is_some()) {
                 let state = self.0.clone();
-                tokio::spawn(async move { state.checkpoint_unless_busy().await });
+                // The final step's checkpoint waits for one in flight instead of being skipped:
+                // it is the job's result (the operator's export reads exactly that file).
+                tokio::spawn(async move {
+                    if last {
+                        let _ = state.save_checkpoint().await;
+                    } else {
+                        state.checkpoint_unless_busy().await;
+                    }
+                });
             }
         }
         Ok(Response::new(outcome.response))

@@ -138,8 +138,15 @@ fn export_files(mut args: ExportLaunch) -> Result<(), Box<dyn std::error::Error>
     if let Some(out) = &args.torchscript_out {
         export::torchscript(&model, out)?;
     }
-    let evaluation = test_metrics(&model, &args.model, None)?;
-    let json = metrics_json(&evaluation, step);
+    let samples = Samples::load(&args.model.data.join(TEST_FILE), Device::Cpu)?;
+    let mut json = if samples.is_empty() {
+        // No held-out split (testFraction 0): the files are written, there is nothing to score.
+        serde_json::json!({ "samples": 0, "step": step })
+    } else {
+        metrics_json(&evaluate_model(&model, &samples)?, step)
+    };
+    // The model sees features divided by this (the split's scale): so must its users.
+    json["feature_scale"] = manifest(&args.model.data)?.scale.into();
     if let Some(out) = &args.metrics_out {
         std::fs::write(out, json.to_string())?;
     }

@@ -48,7 +48,8 @@ fn header_of(first: &csv::StringRecord, header: Header) -> (bool, Vec<String>) {
     let has_header = match header {
         Header::Yes => true,
         Header::No => false,
-        Header::Auto => first.iter().any(|field| field.parse::<f64>().is_err()),
+        // An empty field is a missing value, not a name: only text that is not a number is.
+        Header::Auto => first.iter().any(|f| !f.is_empty() && f.parse::<f64>().is_err()),
     };
     let names = if has_header {
         first.iter().map(str::to_string).collect()

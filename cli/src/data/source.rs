@@ -112,26 +112,25 @@ fn fetch_remote(input: &str) -> Result<Vec<InputFile>, SourceError> {
             source,
         })?;
     runtime.block_on(async {
-        let (store, key) = open_store(input)?;
+        let (store, key, path) = open_store(input)?;
         let fetch = |error| SourceError::Fetch {
             name: input.into(),
             why: short(&error),
         };
         let keys = if input.ends_with('/') {
-            let prefix = ObjectPath::from(key.as_str());
-            let listed: Vec<_> = store.list(Some(&prefix)).try_collect().await.map_err(fetch)?;
-            let mut keys: Vec<String> = listed.into_iter().map(|o| o.location.to_string()).collect();
-            keys.retain(|k| is_data_file(k));
+            let listed: Vec<_> = store.list(Some(&path)).try_collect().await.map_err(fetch)?;
+            let mut keys: Vec<ObjectPath> = listed.into_iter().map(|o| o.location).collect();
+            keys.retain(|k| is_data_file(k.as_ref()));
             keys.sort();
             keys
         } else {
-            vec![key.clone()]
+            vec![path]
         };
         // The key is the input's tail: what comes before it names the store.
         let root = &input[..input.len() - key.len()];
         let mut files = Vec::with_capacity(keys.len());
         for key in keys {
-            let got = store.get(&ObjectPath::from(key.as_str())).await.map_err(fetch)?;
+            let got = store.get(&key).await.map_err(fetch)?;
             let bytes = got.bytes().await.map_err(fetch)?;
             files.push(InputFile {
                 name: format!("{root}{key}"),
@@ -162,8 +161,9 @@ fn short(error: &object_store::Error) -> String {
     }
 }
 
-/// The store for `input` and the key (or prefix) inside it.
-fn open_store(input: &str) -> Result<(Box<dyn ObjectStore>, String), SourceError> {
+/// The store for `input`, the key (or prefix) inside it as written, and as the store's path
+/// (an S3 key as it is; a URL's path percent-decoded, as the HTTP store encodes it again).
+fn open_store(input: &str) -> Result<(Box<dyn ObjectStore>, String, ObjectPath), SourceError> {
     let invalid = |why: String| SourceError::Invalid(format!("{input}: {why}"));
     if let Some(rest) = input.strip_prefix("s3://") {
         let (bucket, key) = rest
@@ -179,7 +179,14 @@ fn open_store(input: &str) -> Result<(Box<dyn ObjectStore>, String), SourceError
                 .with_endpoint(endpoint);
         }
         let store = builder.build().map_err(|e| invalid(e.to_string()))?;
-        return Ok((Box::new(store), key.to_string()));
+        let path = ObjectPath::parse(key).map_err(|e| invalid(e.to_string()))?;
+        return Ok((Box::new(store), key.to_string(), path));
+    }
+    if input.contains('?') {
+        // The HTTP store takes paths, not query strings (a presigned URL's signature is one).
+        return Err(invalid(
+            "query strings are not supported; use s3:// with credentials".into(),
+        ));
     }
     let scheme_end = input.find("://").map_or(0, |i| i + 3);
     let path_start = input[scheme_end..]
@@ -191,5 +198,7 @@ fn open_store(input: &str) -> Result<(Box<dyn ObjectStore>, String), SourceError
         .with_client_options(object_store::ClientOptions::new().with_allow_http(true))
         .build()
         .map_err(|e| invalid(e.to_string()))?;
-    Ok((Box::new(store), input[path_start + 1..].to_string()))
+    let key = &input[path_start + 1..];
+    let path = ObjectPath::from_url_path(key).map_err(|e| invalid(e.to_string()))?;
+    Ok((Box::new(store), key.to_string(), path))
 }

@@ -112,7 +112,7 @@ pub fn read(files: &[InputFile], reading: &Reading) -> Result<Table, String> {
 fn text_of(file: &InputFile) -> Result<String, String> {
     if file.name.ends_with(".gz") {
         let mut text = String::new();
-        flate2::read::GzDecoder::new(&file.bytes[..])
+        flate2::read::MultiGzDecoder::new(&file.bytes[..])
             .read_to_string(&mut text)
             .map_err(|e| format!("{}: not valid gzip'd UTF-8 text ({e})", file.name))?;
         return Ok(text);

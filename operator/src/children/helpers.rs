@@ -28,6 +28,8 @@ pub const HELPER_OF_LABEL: &str = "anyk.dev/helper-of";
 pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 /// `anyk data split` exits with this code for bad data: no retry can fix it.
 pub const BAD_DATA_EXIT: i32 = 2;
+/// How long a helper Job may run when the TrainingJob sets no activeDeadlineSeconds.
+const HELPER_DEADLINE_SECONDS: i64 = 6 * 3600;
 /// Retries of a helper whose failure may pass (a network error, a node lost).
 const RETRIES: i32 = 2;
 /// The files `{job}-export` writes, in `/<job uid>/model/` on the checkpoint claim.
@@ -178,7 +180,14 @@ fn export_job(job: &TrainingJob, claim: &str, images: &Images) -> Option<Job> {
     let on_claim = |path: String| format!("{CHECKPOINT_DIR}/{path}");
     let model = model_launch(job);
     let launch = ExportLaunch {
-        checkpoint: on_claim(job_uid(job)).into(),
+        // The final step's checkpoint by name: an older one is no result (the Job retries while
+        // the server finishes writing it).
+        checkpoint: on_claim(format!(
+            "{}/ckpt-{:012}.anyk",
+            job_uid(job),
+            job.spec.training.steps
+        ))
+        .into(),
         out: on_claim(model_path(job, SAFETENSORS_FILE)).into(),
         torchscript_out: Some(on_claim(model_path(job, TORCHSCRIPT_FILE)).into()),
         // The test metrics come back to the operator as the container's termination message.
@@ -229,6 +238,12 @@ fn helper_job(job: &TrainingJob, helper: Helper, mut pod: k8s_openapi::api::core
         },
         spec: Some(JobSpec {
             backoff_limit: Some(RETRIES),
+            // A helper stuck (an image that cannot be pulled, a claim never bound) ends and says so.
+            active_deadline_seconds: Some(
+                job.spec
+                    .active_deadline_seconds
+                    .map_or(HELPER_DEADLINE_SECONDS, |d| d as i64),
+            ),
             pod_failure_policy: Some(PodFailurePolicy {
                 rules: vec![PodFailurePolicyRule {
                     action: "FailJob".into(),

@@ -12,14 +12,15 @@ pub const SOURCE_CSV_HEADERS: [&str; 3] = ["auto", "yes", "no"];
 /// `labelColumn` says otherwise; optionally gzip'd) or safetensors file, or a directory or S3
 /// prefix of them.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("self.uri.startsWith('s3://') || (!has(self.endpoint) && !has(self.credentialsSecret) && !has(self.region))").message("endpoint, region and credentialsSecret apply to s3:// sources only"),
-    validation = Rule::new("!self.uri.startsWith('s3://') || self.uri.matches('^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+')").message("an s3 source is s3://BUCKET/KEY (a KEY ending in / means every data file under it)"))]
+#[x_kube(validation = Rule::new("!self.uri.startsWith('s3://') || self.uri.matches('^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/.+')").message("an s3 source is s3://BUCKET/KEY (a KEY ending in / means every data file under it)"))]
 #[serde(rename_all = "camelCase")]
 pub struct DataSource {
     /// `s3://BUCKET/KEY`, `http(s)://...`, or a path on the job's data volume.
     #[schemars(length(min = 1, max = 2048))]
     pub uri: String,
-    /// S3-compatible storage other than AWS (MinIO, Ceph, ...): its URL, e.g. `http://minio.storage:9000`.
+    /// S3-compatible storage other than AWS (MinIO, Ceph, ...): its URL, e.g.
+    /// `http://minio.storage:9000`. With `region` and `credentialsSecret`, for the `s3://` URIs
+    /// of this source and of `model.torchScript`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
     /// The bucket's region (default us-east-1).
@@ -77,4 +78,8 @@ pub struct ExportedModel {
     pub test_loss: Option<f64>,
     /// The step the files were written from.
     pub step: u64,
+    /// The model was trained on features divided by this (the largest magnitude in the training
+    /// split, `manifest.json`'s `scale`): divide inputs by it before calling the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_scale: Option<f64>,
 }

@@ -64,8 +64,12 @@ pub fn stage(job: &TrainingJob, seen: &Seen) -> Result<Option<TrainingJobStatus>
     if is_true(&seen.status, DATA_STAGED) {
         return Ok(None);
     }
-    let state = seen.helpers.stage.clone().unwrap_or(HelperState::Absent);
+    let mut state = seen.helpers.stage.clone().unwrap_or(HelperState::Absent);
     let target = format!("{} into {}", source.uri, job.spec.dataset.path);
+    // The job's deadline counts from its start, staging included.
+    if let Some((_, message)) = super::failure::verdict(job, &seen.status, &[], seen.now) {
+        state = HelperState::Failed { message };
+    }
     staging_decision(job, seen, state, &target)
 }
 
@@ -160,7 +164,19 @@ pub fn export(job: &TrainingJob, seen: &Seen, actions: &mut Actions, next: &mut 
     };
     let name = Helper::Export.name(job);
     let mut status = seen.status.clone();
+    let server = crate::children::server_name(job);
     let (ok, reason, message) = match state {
+        // The server holds the checkpoint claim (a ReadWriteOnce claim admits no second node)
+        // and writes a last checkpoint as it stops: it goes first, gracefully.
+        HelperState::Absent if seen.observed.existing.contains(&server) => {
+            if !seen.observed.terminating.contains(&server) {
+                actions
+                    .delete_pods
+                    .push((server.clone(), super::actions::Deletion::Graceful));
+            }
+            let message = format!("stopping {server} before the export (it holds the claim)");
+            (false, "Exporting", message)
+        }
         HelperState::Absent => {
             actions.create_helpers.push(Helper::Export);
             (
@@ -213,6 +229,7 @@ fn exported(job: &TrainingJob, claim: &str, message: &str) -> Option<ExportedMod
         torch_script: Some(model_path(job, TORCHSCRIPT_FILE)),
         test_accuracy: metrics["accuracy"].as_f64(),
         test_loss: metrics["loss"].as_f64(),
+        feature_scale: metrics["feature_scale"].as_f64(),
         step: metrics["step"].as_u64()?,
     })
 }
@@ -229,5 +246,5 @@ fn has(status: &TrainingJobStatus, type_: &str) -> bool {
     status
         .conditions
         .iter()
-        .any(|c| c.type_ == type_ && c.reason != "Exporting")
+        .any(|c| c.type_ == type_ && matches!(c.reason.as_str(), "Exported" | "ExportFailed"))
 }

@@ -111,6 +111,30 @@ fn bad_data_fails_the_job_with_the_splits_words() {
 }
 
 #[test]
+fn staging_counts_toward_the_jobs_deadline() {
+    let mut job = staged_job();
+    job.spec.active_deadline_seconds = Some(60);
+    let status = TrainingJobStatus {
+        start_time: Some(super::decide_tests::at(0).to_string()),
+        ..TrainingJobStatus::default()
+    };
+    let mut stuck = seen(&status, [Missing; 8], Missing);
+    stuck.helpers.stage = Some(HelperState::Running {
+        failed: 0,
+        progress: None,
+    });
+    let decision = decide(&job, &stuck);
+    let status = decision.actions.status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some(phase::FAILED));
+    let staged = condition(&status, DATA_STAGED).unwrap();
+    assert!(
+        staged.message.contains("activeDeadlineSeconds 60"),
+        "{}",
+        staged.message
+    );
+}
+
+#[test]
 fn a_foreign_job_of_that_name_is_not_taken_over() {
     let job = staged_job();
     let mut foreign = seen(&TrainingJobStatus::default(), [Missing; 8], Missing);
@@ -143,7 +167,19 @@ fn a_succeeded_job_exports_its_model_once_and_names_the_files() {
     let job = staged_job();
     let status = succeeded();
     assert_eq!(super::helpers::to_read(&job, &status), (false, true));
+    // The server holds the checkpoint claim and writes a last checkpoint as it stops: first it
+    // goes, gracefully; the export comes once it is gone.
     let mut first = seen(&status, [Exited; 8], Exited);
+    first.helpers.export = Some(HelperState::Absent);
+    let decision = decide(&job, &first);
+    assert!(decision.actions.create_helpers.is_empty(), "{decision:#?}");
+    let server = crate::children::server_name(&job);
+    assert_eq!(
+        decision.actions.delete_pods,
+        vec![(server, super::decide::Deletion::Graceful)]
+    );
+    let stopping = decision.actions.status.unwrap();
+    let mut first = seen(&stopping, [Exited; 8], Missing);
     first.helpers.export = Some(HelperState::Absent);
     let decision = decide(&job, &first);
     assert_eq!(
@@ -151,16 +187,18 @@ fn a_succeeded_job_exports_its_model_once_and_names_the_files() {
         vec![Helper::Export],
         "{decision:#?}"
     );
+    assert!(decision.actions.delete_pods.is_empty());
     let exporting = decision.actions.status.unwrap();
     assert_eq!(condition(&exporting, MODEL_EXPORTED).unwrap().reason, "Exporting");
 
     let mut done = seen(&exporting, [Exited; 8], Exited);
     done.helpers.export = Some(HelperState::Succeeded {
-        message: r#"{"accuracy":0.97,"loss":0.1,"samples":359,"step":300}"#.into(),
+        message: r#"{"accuracy":0.97,"loss":0.1,"samples":359,"step":300,"feature_scale":16.0}"#.into(),
     });
     let decision = decide(&job, &done);
     let status = decision.actions.status.unwrap();
     let model = status.model.clone().unwrap();
+    assert_eq!(model.feature_scale, Some(16.0));
     assert_eq!(
         (model.claim.as_str(), model.step, model.test_accuracy),
         ("ckpt", 300, Some(0.97))

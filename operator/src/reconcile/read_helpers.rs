@@ -122,12 +122,23 @@ async fn last_words(
                 .any(|r| Some(&r.uid) == uid.as_ref())
         })
         .filter_map(|p| {
-            let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
-            let ended = statuses
+            let status = p.status.as_ref()?;
+            // A failed init container (fetch-model) says why as well as the main one.
+            let containers = status
+                .init_container_statuses
                 .iter()
-                .find_map(|c| c.state.as_ref()?.terminated.clone())?;
+                .chain(&status.container_statuses);
+            let ended = containers
+                .flatten()
+                .filter_map(|c| c.state.as_ref()?.terminated.clone())
+                .find(|t| t.exit_code != 0 || t.message.is_some())?;
             let at = ended.finished_at.map(|t| t.0.to_string()).unwrap_or_default();
-            Some((at, ended.message?))
+            // An OOM kill or an eviction leaves no message: its reason and exit code then.
+            let said = ended.message.filter(|m| !m.trim().is_empty()).unwrap_or_else(|| {
+                let reason = ended.reason.unwrap_or_default();
+                format!("{reason} (exit code {})", ended.exit_code)
+            });
+            Some((at, said))
         })
         .collect();
     said.sort();
