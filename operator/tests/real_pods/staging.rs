@@ -69,6 +69,8 @@ async fn data_in_s3_becomes_a_model_that_pytorch_loads() {
     let model = digits.model.clone().unwrap();
     let accuracy = model.test_accuracy.unwrap();
     assert!(accuracy >= 0.9, "{model:?}");
+    // The digits' pixels go up to 16: the model saw them divided by that.
+    assert_eq!(model.feature_scale, Some(16.0), "{model:?}");
     let (data, models) = (volume_dir(&ns, "data").await, volume_dir(&ns, "models").await);
     let python = check_export(&[
         "--safetensors",
