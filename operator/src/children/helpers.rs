@@ -242,7 +242,7 @@ fn helper_job(job: &TrainingJob, helper: Helper, mut pod: k8s_openapi::api::core
             active_deadline_seconds: Some(
                 job.spec
                     .active_deadline_seconds
-                    .map_or(HELPER_DEADLINE_SECONDS, |d| d as i64),
+                    .unwrap_or(HELPER_DEADLINE_SECONDS),
             ),
             pod_failure_policy: Some(PodFailurePolicy {
                 rules: vec![PodFailurePolicyRule {
