@@ -19,19 +19,21 @@ pub struct Evaluation {
 
 pub fn evaluate(model: &Model, samples: &Samples) -> Result<Evaluation, ModelError> {
     tch::no_grad(|| {
-        let loss = model.loss(&samples.x, &samples.y)?.double_value(&[]);
-        let accuracy = match model.contract() {
-            ModelContract::Loss => None,
+        let (loss, accuracy) = match model.contract() {
+            ModelContract::Loss => (model.loss(&samples.x, &samples.y)?, None),
+            // One forward pass for both: the loss is the logits' cross-entropy (`Model::loss`).
             ModelContract::Logits => {
-                let correct = model
-                    .forward(&samples.x)?
+                let logits = model.forward(&samples.x)?;
+                let correct = logits
                     .argmax(-1, false)
                     .eq_tensor(&samples.y)
                     .sum(tch::Kind::Int64)
                     .int64_value(&[]);
-                Some(correct as f64 / samples.len().max(1) as f64)
+                let accuracy = correct as f64 / samples.len().max(1) as f64;
+                (logits.cross_entropy_for_logits(&samples.y), Some(accuracy))
             }
         };
+        let loss = loss.double_value(&[]);
         Ok(Evaluation {
             accuracy,
             loss,

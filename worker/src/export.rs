@@ -15,6 +15,8 @@ pub enum ExportError {
     Model(#[from] ModelError),
     #[error("failed to write {path}")]
     Write { path: PathBuf, source: tch::TchError },
+    #[error("the built-in mlp has no fc1/fc2 weight and bias: not the model this export traces")]
+    NotTheMlp,
     #[error("failed to create or move {path}")]
     Rename { path: PathBuf, source: std::io::Error },
 }
@@ -46,7 +48,7 @@ pub fn torchscript(model: &Model, out: &Path) -> Result<(), ExportError> {
                 weight("fc2.weight"),
                 weight("fc2.bias"),
             ) else {
-                return Err(ExportError::Model(ModelError::WrongLength { got: 0, want: 4 }));
+                return Err(ExportError::NotTheMlp);
             };
             // Detached copies: a trace keeps them as constants (a tensor that requires grad
             // cannot be one); the computation is the built-in mlp's (fc1, ReLU, fc2).

@@ -79,10 +79,7 @@ async fn state_of(
 /// progress for the condition, so errors (no pod yet, still fetching the model) mean none.
 async fn progress(client: &Client, ns: &str, name: &str) -> Option<String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let listed = pods
-        .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}")))
-        .await
-        .ok()?;
+    let listed = pods_of(&pods, name).await.ok()?;
     let running = listed
         .items
         .iter()
@@ -107,10 +104,7 @@ async fn last_words(
     name: &str,
 ) -> Result<Option<String>, Error> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let listed = pods
-        .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}")))
-        .await
-        .map_err(Error::Observe)?;
+    let listed = pods_of(&pods, name).await.map_err(Error::Observe)?;
     let mut said: Vec<(String, String)> = listed
         .items
         .iter()
@@ -143,4 +137,10 @@ async fn last_words(
         .collect();
     said.sort();
     Ok(said.pop().map(|(_, message)| message.trim().to_string()))
+}
+
+/// The pods of the Job `name` (by the Job controller's label).
+async fn pods_of(pods: &Api<Pod>, name: &str) -> Result<kube::api::ObjectList<Pod>, kube::Error> {
+    pods.list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}")))
+        .await
 }
