@@ -30,5 +30,5 @@ USER 65532:65532
 # gRPC (Training service for workers, Control service for the operator).
 EXPOSE 50051
 # glibc malloc: model-sized buffers reuse mapped memory (proto/src/launch.rs, MALLOC_TUNABLES).
-ENV GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295
+ENV GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295:glibc.malloc.arena_max=1
 ENTRYPOINT ["/usr/local/bin/anyk-server"]

@@ -54,5 +54,5 @@ ENV LD_LIBRARY_PATH=/opt/venv/lib/python3.11/site-packages/torch/lib \
 # Non-root, as the operator's pods run it (runAsUser/runAsGroup 65532, restricted PSS).
 USER 65532:65532
 # glibc malloc: model-sized buffers reuse mapped memory (proto/src/launch.rs, MALLOC_TUNABLES).
-ENV GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295
+ENV GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295:glibc.malloc.arena_max=1
 ENTRYPOINT ["/usr/local/bin/anyk-worker"]

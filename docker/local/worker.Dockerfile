@@ -10,5 +10,5 @@ COPY anyk-worker /usr/local/bin/anyk-worker
 # Non-root, as the operator's pods run it (runAsUser/runAsGroup 65532, restricted PSS).
 USER 65532:65532
 # glibc malloc: model-sized buffers reuse mapped memory (proto/src/launch.rs, MALLOC_TUNABLES).
-ENV GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295
+ENV GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295:glibc.malloc.arena_max=1
 ENTRYPOINT ["/usr/local/bin/anyk-worker"]

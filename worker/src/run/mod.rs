@@ -21,11 +21,13 @@ use tonic::{Code, Status};
 
 mod error;
 mod events;
+mod pacing;
 mod slices;
 mod step;
 
 pub use error::RunError;
 use events::subscribe;
+use pacing::Pacing;
 use slices::Slices;
 use step::StepEnd;
 
@@ -120,6 +122,7 @@ pub async fn run(config: &WorkerConfig) -> Result<RunStats, RunError> {
         stats: RunStats::default(),
         slices: Slices::default(),
         tree: None,
+        pacing: Pacing::default(),
     };
     loop {
         // Wait for a step (or the end), applying assignments as they come.
@@ -131,9 +134,11 @@ pub async fn run(config: &WorkerConfig) -> Result<RunStats, RunError> {
         }
         let step = worker.pending.take().expect("checked above");
         model.set_params_from_bytes(&step.params)?;
+        let began = Instant::now();
+        worker.pacing.started(step.number, began);
         loop {
             match worker
-                .compute_step(&mut model, step.number, &step.late, &mut events)
+                .compute_step(&mut model, step.number, &step.late, began, &mut events)
                 .await?
             {
                 StepEnd::Finished => return Ok(worker.stats),
@@ -159,6 +164,8 @@ struct Worker<'a> {
     slices: Slices,
     /// The reduction tree, and the unit bounds it was built for.
     tree: Option<(Vec<u32>, Arc<ReductionTree>)>,
+    /// The step period seen, which backups wait beyond.
+    pacing: Pacing,
 }
 
 type Events = mpsc::Receiver<Result<WorkerEvent, Status>>;

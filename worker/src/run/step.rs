@@ -1,8 +1,8 @@
 //! One step of a worker (docs/design.md, invariant 2 and the data path): its own share first,
 //! sent as the sums of the largest reduction-tree subtrees it holds (one message when the share
 //! is its whole unit), then backups. Backups of blocks whose first holder was late last step
-//! start at once; the others only after the step has stayed open for half the time the share
-//! took, so a step with no straggler spends no CPU on copies nobody needs. In strict mode every
+//! start at once; the others only once the step is clearly overdue (`pacing.rs`), so a step with
+//! no straggler spends no CPU on copies nobody needs. In strict mode every
 //! block goes on its own and every copy at once: a block counts there once two holders agree.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,10 +15,6 @@ use tonic::{Code, Status};
 
 use super::{Events, RunError, Worker};
 use crate::model::{Model, tensor_to_bytes};
-
-/// How long, relative to the time its own share took, a worker waits before computing copies
-/// of blocks that were not late last step.
-const BACKUP_PATIENCE: f64 = 0.5;
 
 /// What a push told the worker about the step.
 enum Pushed {
@@ -42,15 +38,16 @@ pub(super) enum StepEnd {
 }
 
 impl Worker<'_> {
-    /// Computes and sends gradients for `step` until the server has them all or moved on.
+    /// Computes and sends gradients for `step`, whose parameters were set at `began`, until the
+    /// server has them all or moved on.
     pub(super) async fn compute_step(
         &mut self,
         model: &mut Model,
         step: u64,
         late: &BTreeSet<u32>,
+        began: Instant,
         events: &mut Events,
     ) -> Result<StepEnd, RunError> {
-        let started = Instant::now();
         let epoch = self.assignment.epoch;
         let tree = self.tree();
         let first = self.assignment.first_rank as usize;
@@ -80,7 +77,11 @@ impl Worker<'_> {
                     let (gradient, loss, _) = leaves.remove(&b).ok_or(RunError::StreamEnded)?;
                     Ok::<_, RunError>((gradient, loss))
                 },
-                &mut |(a, la), (b, lb)| Ok((a + b, la + lb)),
+                // In place: the same bits as `a + b`, without a model-sized tensor per add.
+                &mut |(mut a, la), (b, lb)| {
+                    a += &b;
+                    Ok((a, la + lb))
+                },
             )?;
             if let Some(end) = self.interrupted(epoch, events)? {
                 return Ok(end);
@@ -96,7 +97,8 @@ impl Worker<'_> {
                 None => return Ok(StepEnd::Finished),
             }
         }
-        let patience = started.elapsed().mul_f64(BACKUP_PATIENCE);
+        let deadline = self.pacing.backup_deadline(began.elapsed());
+        let patience = deadline.saturating_sub(began.elapsed());
         self.backups(model, step, late, covered, patience, events).await
     }
 
