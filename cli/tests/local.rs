@@ -148,18 +148,31 @@ fn node_types_agree_and_a_corrupt_worker_is_caught_and_replaced() {
     assert_eq!(corrupt["param_sha256"], homogeneous["param_sha256"]);
 }
 
-/// Without the profile the same mixed cluster computes different bits on different node types,
-/// and the server's replica checks see it.
+/// Without the profile, mixed node types compute different bits and the server's replica checks
+/// see it. They are certain to in strict mode (every copy sent and compared); outside it copies
+/// meet only where two holders happen to send the same block (a straggler's, once a step is
+/// overdue, worker/src/run/pacing.rs). Strict mode needs two equal copies of every block: node
+/// types in pairs give each block's three holders (workers w, w+1, w+2) two of one type.
 #[test]
 fn native_numerics_on_mixed_nodes_is_detected() {
-    let args = [
-        &["--steps", "60", "--no-faults", "--numerics", "native"][..],
-        &node_types(),
-    ]
-    .concat();
+    let paired = [
+        "0:default",
+        "1:default",
+        "2:avx512",
+        "3:avx512",
+        "4:default",
+        "5:default",
+        "6:avx512",
+        "7:avx512",
+    ];
+    let mut args = vec!["--steps", "30", "--no-faults", "--numerics", "native", "--strict"];
+    for t in paired {
+        args.extend(["--node-type", t]);
+    }
     let (native, _) = local(&args);
     assert_eq!(native["numerics"], "native");
     assert!(native["replica_disagreements"].as_u64().unwrap() > 0, "{native}");
+    assert_eq!(native["faulty_replaced"], 0, "{native}");
 }
 
 /// Workers 0..8 on baseline, AVX2 and AVX-512 nodes in turn.

@@ -42,6 +42,11 @@ pub fn split(event: &WorkerEvent, chunk: usize) -> Vec<WorkerEvent> {
                 } else {
                     Vec::new()
                 },
+                late_backups: if offset == 0 {
+                    step.late_backups.clone()
+                } else {
+                    Vec::new()
+                },
                 params_offset: offset as u64,
                 params_total: total as u64,
             };
@@ -62,6 +67,7 @@ mod tests {
                 step: 7,
                 params: Some(Tensor::from_f32(values)),
                 late_blocks: vec![3, 4],
+                late_backups: vec![1, 2],
                 params_offset: 0,
                 params_total: 0,
             })),
@@ -76,7 +82,7 @@ mod tests {
                     s.params_offset,
                     s.params_total,
                     s.params.as_ref().map_or(0, |p| p.data.len()),
-                    s.late_blocks.clone(),
+                    [s.late_blocks.clone(), s.late_backups.clone()].concat(),
                 ),
                 _ => panic!("not a step"),
             })
@@ -90,7 +96,7 @@ mod tests {
         assert_eq!(
             parts(&events),
             vec![
-                (0, 40, 12, vec![3, 4]),
+                (0, 40, 12, vec![3, 4, 1, 2]),
                 (12, 40, 12, vec![]),
                 (24, 40, 12, vec![]),
                 (36, 40, 4, vec![])

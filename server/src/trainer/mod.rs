@@ -5,6 +5,7 @@
 mod agreement;
 mod counters;
 mod history;
+mod late;
 mod layouts;
 mod model;
 mod numerics;
@@ -29,12 +30,12 @@ use crate::settings::Settings;
 use crate::tensor;
 use counters::Counters;
 use history::Recorder;
+use late::LateBlocks;
 pub use layouts::{MAX_BLOCK_COPIES, MAX_EPOCH_JUMP, MAX_FIRST_EPOCH, MAX_WORKERS};
 use model::Model;
 pub use model::Params;
 pub use numerics::NonFinite;
 pub use prepared::Prepared;
-use prepared::late_blocks;
 
 /// One training job as the server sees it.
 pub struct Trainer {
@@ -356,7 +357,7 @@ impl Trainer {
             }
         };
         self.counters.step_done(&done, self.layout.as_ref(), now);
-        model.late_blocks = late_blocks(self.layout.as_ref(), self.counters.skipped_last_step());
+        model.late = LateBlocks::assign(self.layout.as_ref(), self.counters.skipped_last_step());
         model.open_round(self.layout.as_ref(), &self.settings, true, now);
         self.agreement.release_before(model.step);
         let event = model.event();

@@ -12,6 +12,7 @@ use anyk_core::optimizer::Optimizer;
 use anyk_core::{Layout, ReductionTree};
 use anyk_proto::v1::{Finished, GradientRequest, StepReady, WorkerEvent, worker_event::Event};
 
+use super::late::LateBlocks;
 use super::numerics::{self, NonFinite};
 use crate::settings::Settings;
 use crate::tensor;
@@ -26,8 +27,8 @@ pub(super) struct Model {
     pub loss: f32,
     /// The step being collected; `None` once the last step is done.
     pub round: Option<Round>,
-    /// Blocks whose first holder was late last step (sent with the step, see `StepReady`).
-    pub late_blocks: Vec<u32>,
+    /// Blocks whose first holder was late last step and who covers each (sent with the step).
+    pub late: LateBlocks,
     /// The reduction tree of the units it was built for (they are fixed for the job's life, so
     /// it is built once, not every step).
     tree: Option<BuiltTree>,
@@ -91,7 +92,7 @@ impl Model {
             step,
             loss,
             round: None,
-            late_blocks: Vec::new(),
+            late: LateBlocks::default(),
             tree: None,
         }
     }
@@ -154,7 +155,8 @@ impl Model {
             Event::Step(StepReady {
                 step: self.step,
                 params: Some(tensor::encode(&self.params)),
-                late_blocks: self.late_blocks.clone(),
+                late_blocks: self.late.blocks.clone(),
+                late_backups: self.late.backups.clone(),
                 params_offset: 0,
                 params_total: 0,
             })

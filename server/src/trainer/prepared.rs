@@ -1,23 +1,10 @@
 //! Work on a push that needs no job state: done before the job lock is taken.
 
-use anyk_core::Layout;
 use anyk_proto::v1::GradientRequest;
 
 use super::agreement;
 use crate::error::RequestError;
 use crate::tensor;
-
-/// Blocks whose first holder is one of `late` workers.
-pub(super) fn late_blocks(layout: Option<&Layout>, late: &[u32]) -> Vec<u32> {
-    let Some(layout) = layout.filter(|_| !late.is_empty()) else {
-        return Vec::new();
-    };
-    (0u32..)
-        .zip(&layout.holders)
-        .filter(|(_, hs)| hs.first().is_some_and(|w| late.contains(w)))
-        .map(|(b, _)| b)
-        .collect()
-}
 
 /// A push's O(model) work, done before the job lock is taken: its values decoded (a refusal is
 /// kept for its turn among the checks) and, when it can be compared with another copy, the

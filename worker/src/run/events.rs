@@ -102,6 +102,7 @@ mod tests {
                         step: 5,
                         params: None,
                         late_blocks: Vec::new(),
+                        late_backups: Vec::new(),
                         params_offset: 0,
                         params_total: 0,
                     });

@@ -63,7 +63,7 @@ struct Step {
     number: u64,
     /// The parameters as wire bytes, copied once, straight into the model.
     params: tonic::codegen::Bytes,
-    /// Blocks whose first holder was late last step.
+    /// Blocks whose first holder was late last step that this worker covers at once.
     late: BTreeSet<u32>,
 }
 
@@ -120,7 +120,7 @@ pub async fn run(config: &WorkerConfig) -> Result<RunStats, RunError> {
         pending: None,
         send_time: Duration::ZERO,
         stats: RunStats::default(),
-        slices: Slices::default(),
+        slices: Slices::new(config.worker),
         tree: None,
         pacing: Pacing::default(),
     };
