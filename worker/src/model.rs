@@ -198,12 +198,11 @@ impl Model {
 
     /// [`Model::gradient`] as one flat, contiguous f32 tensor on the CPU (no copy to a vector).
     pub fn gradient_tensor(&mut self, xs: &Tensor, ys: &Tensor) -> Result<(Tensor, f32), ModelError> {
-        for p in self.params() {
-            p.shallow_clone().zero_grad();
-        }
         let loss = self.loss(xs, ys)?;
-        loss.f_backward()?;
-        let flat = flatten_tensor(self.params().iter().map(|p| p.grad()))?;
+        // The gradients as new tensors (torch.autograd.grad), not accumulated into `.grad`:
+        // no zeroing pass and no `0 + g` pass per parameter (DDP's set_to_none does the same).
+        let grads = Tensor::f_run_backward(&[&loss], self.params(), false, false)?;
+        let flat = flatten_tensor(grads.into_iter())?;
         Ok((flat, loss.double_value(&[]) as f32))
     }
 }
