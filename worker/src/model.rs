@@ -182,8 +182,14 @@ impl Model {
         tch::no_grad(|| -> Result<(), ModelError> {
             for p in self.params() {
                 let n = p.numel() as i64;
-                let src = flat.narrow(0, offset, n).to_device(p.device()).view_as(p);
-                p.shallow_clone().f_copy_(&src)?;
+                let src = flat.narrow(0, offset, n).view_as(p);
+                if p.device() == flat.device() && p.kind() == flat.kind() {
+                    // The parameter takes a view of `flat` as its data (`param.data = ...`):
+                    // no second model-sized copy per step.
+                    p.shallow_clone().f_set_data(&src)?;
+                } else {
+                    p.shallow_clone().f_copy_(&src.to_device(p.device()))?;
+                }
                 offset += n;
             }
             Ok(())
