@@ -113,6 +113,15 @@ impl StepAggregator {
         Some(mean)
     }
 
+    /// [`StepAggregator::reduce`] without a copy: the root's sum is taken out and divided in
+    /// place (the aggregator then no longer holds it). None while some block is missing.
+    pub fn take_mean(&mut self) -> Option<Vec<f32>> {
+        let mut mean = self.present.remove(&self.tree.root()?)?;
+        let m = self.blocks as f32;
+        mean.iter_mut().for_each(|v| *v /= m);
+        Some(mean)
+    }
+
     /// Whether `blocks` are consecutive ids forming one node of the tree.
     pub fn is_node(&self, blocks: &[u32]) -> bool {
         self.node_of(blocks).is_some()
@@ -238,6 +247,9 @@ mod tests {
             reference.offer(&[b], grad(b, 3)).unwrap();
         }
         assert_eq!(bits(&agg.reduce().unwrap()), bits(&reference.reduce().unwrap()));
+        let mean = agg.reduce().unwrap();
+        assert_eq!(agg.take_mean(), Some(mean));
+        assert!(agg.take_mean().is_none() && !agg.is_complete());
     }
 
     #[test]

@@ -115,13 +115,27 @@ impl Optimizer {
 
     /// Applies one update to `params` with the aggregated `gradient`.
     pub fn apply(&mut self, params: &mut [f32], gradient: &[f32]) {
-        self.updates += 1;
-        match self.config {
+        let (next_params, next) = self.updated(params, gradient);
+        params.copy_from_slice(&next_params);
+        *self = next;
+    }
+
+    /// The parameters and optimizer after one update with `gradient`, as new values: `self` and
+    /// `params` stay as they were (the server keeps the last good state when a step would not be
+    /// finite). One pass per output, each vectorizable, instead of copying the state and
+    /// updating the copies in place (the server does this every step, under the job lock).
+    pub fn updated(&self, params: &[f32], gradient: &[f32]) -> (Vec<f32>, Self) {
+        let updates = self.updates + 1;
+        let (next_params, first_moment, second_moment) = match self.config {
             OptimizerConfig::Sgd { lr, momentum } => {
-                for ((p, g), v) in params.iter_mut().zip(gradient).zip(&mut self.first_moment) {
-                    *v = momentum * *v + g;
-                    *p -= lr * *v;
-                }
+                let v: Vec<f32> = self
+                    .first_moment
+                    .iter()
+                    .zip(gradient)
+                    .map(|(v, g)| momentum * v + g)
+                    .collect();
+                let p = params.iter().zip(&v).map(|(p, v)| p - lr * v).collect();
+                (p, v, Vec::new())
             }
             OptimizerConfig::Adam {
                 lr,
@@ -129,16 +143,35 @@ impl Optimizer {
                 beta2,
                 eps,
             } => {
-                let t = self.updates as i32;
+                let t = updates as i32;
                 let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
-                let moments = self.first_moment.iter_mut().zip(&mut self.second_moment);
-                for ((p, g), (m, v)) in params.iter_mut().zip(gradient).zip(moments) {
-                    *m = beta1 * *m + (1.0 - beta1) * g;
-                    *v = beta2 * *v + (1.0 - beta2) * g * g;
-                    *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
-                }
+                let m: Vec<f32> = self
+                    .first_moment
+                    .iter()
+                    .zip(gradient)
+                    .map(|(m, g)| beta1 * m + (1.0 - beta1) * g)
+                    .collect();
+                let v: Vec<f32> = self
+                    .second_moment
+                    .iter()
+                    .zip(gradient)
+                    .map(|(v, g)| beta2 * v + (1.0 - beta2) * g * g)
+                    .collect();
+                let p = params
+                    .iter()
+                    .zip(m.iter().zip(&v))
+                    .map(|(p, (m, v))| p - lr * (m / c1) / ((v / c2).sqrt() + eps))
+                    .collect();
+                (p, m, v)
             }
-        }
+        };
+        let next = Self {
+            config: self.config,
+            updates,
+            first_moment,
+            second_moment,
+        };
+        (next_params, next)
     }
 }
 

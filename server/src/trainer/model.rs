@@ -124,10 +124,11 @@ impl Model {
 
     /// Applies the mean gradient of a complete round (clipped to `clip_norm` when set) and
     /// advances the step; returns the closed round, `Ok(None)` (changing nothing) while some
-    /// block still lacks a gradient, or why the step would not be finite (changing nothing: the
-    /// round stays open and the parameters stay those of the last good step).
+    /// block still lacks a gradient, or why the step would not be finite (the parameters and
+    /// optimizer stay those of the last good step; the round's sum is gone, and the job has
+    /// failed: the trainer takes no gradient after that).
     pub fn apply_round(&mut self, clip_norm: Option<f32>) -> Result<Option<Round>, NonFinite> {
-        let Some(mut gradient) = self.round.as_ref().and_then(|r| r.aggregator.reduce()) else {
+        let Some(mut gradient) = self.round.as_mut().and_then(|r| r.aggregator.take_mean()) else {
             return Ok(None);
         };
         if let Some(max_norm) = clip_norm {

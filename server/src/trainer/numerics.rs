@@ -35,9 +35,8 @@ pub(super) fn clip(gradient: &mut [f32], max_norm: f32) -> f64 {
 }
 
 /// The parameters and optimizer after one update with `gradient`, or why they would not be
-/// finite; `params` and `optimizer` are left as they were either way. Works on copies because
-/// the optimizer updates in place and a refused step must leave the last good state intact
-/// (one copy of the parameters and moments per step: a memcpy, small next to the reduction).
+/// finite; `params` and `optimizer` are left as they were either way (the update is computed
+/// into new buffers, [`Optimizer::updated`]): a refused step leaves the last good state intact.
 pub(super) fn update(
     params: &[f32],
     optimizer: &Optimizer,
@@ -46,9 +45,7 @@ pub(super) fn update(
     if let Some((index, value)) = first_non_finite(gradient) {
         return Err(NonFinite::Gradient { index, value });
     }
-    let mut next_params = params.to_vec();
-    let mut next_optimizer = optimizer.clone();
-    next_optimizer.apply(&mut next_params, gradient);
+    let (next_params, next_optimizer) = optimizer.updated(params, gradient);
     if let Some((index, value)) = first_non_finite(&next_params) {
         return Err(NonFinite::Params { index, value });
     }
