@@ -3,6 +3,8 @@
 //! A worker that contributed nothing to the last step is likely late again. Each of its primary
 //! blocks gets one designated backup: the holder that computes it right after its own share,
 //! while the block's other holders wait until the step is overdue (worker/src/run/pacing.rs).
+//! The whole unit goes to one holder where one holds it all, so its sum costs the server one
+//! message, not one per block (at large models the server's intake is what a step waits for).
 //! Before designation every other holder computed every late block at once: with r = 3 each late
 //! block was computed twice, and where workers share cores those copies slowed everyone (8.5M
 //! parameters, 2 cores: a job with 2 stragglers took 2x the step time of one without).
@@ -20,35 +22,65 @@ pub struct LateBlocks {
 }
 
 impl LateBlocks {
-    /// Each late block goes to its least-loaded holder that was not late, counting every worker's
-    /// own share as its load (ties: the holder of lower rank, then the lower id). Blocks in id
-    /// order, so the choice is the same on every server that sees the same layout and lateness.
+    /// A late worker's primary blocks (its reduction unit, a subtree) go whole to the
+    /// least-loaded on-time worker that holds them all, which sends their sum as one message;
+    /// where no one holds them all, each block goes to its least-loaded on-time holder. A
+    /// worker's load counts the blocks it computes: its own share and what it was given here
+    /// (ties: the lower rank, then the lower id). Late workers and blocks in id order, so the
+    /// choice is the same on every server that sees the same layout and lateness.
     pub fn assign(layout: Option<&Layout>, late: &[u32]) -> Self {
         let Some(layout) = layout.filter(|_| !late.is_empty()) else {
             return Self::default();
         };
         let mut load: BTreeMap<u32, usize> = BTreeMap::new();
-        for holders in &layout.holders {
+        let mut units: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (block, holders) in (0u32..).zip(&layout.holders) {
             if let Some(&first) = holders.first() {
                 *load.entry(first).or_default() += 1;
+                if late.contains(&first) {
+                    units.entry(first).or_default().push(block);
+                }
             }
         }
         let mut out = Self::default();
-        for (block, holders) in (0u32..).zip(&layout.holders) {
-            if !holders.first().is_some_and(|w| late.contains(w)) {
-                continue;
-            }
-            let candidates = holders.iter().enumerate().skip(1);
-            let on_time = candidates.filter(|(_, w)| !late.contains(w));
-            let best = on_time.min_by_key(|&(rank, &w)| (load.get(&w).copied().unwrap_or(0), rank, w));
-            if let Some((_, &w)) = best {
-                *load.entry(w).or_default() += 1;
-                out.blocks.push(block);
-                out.backups.push(w);
+        for blocks in units.values() {
+            let whole = on_time_holders_of_all(layout, blocks, late)
+                .into_iter()
+                .min_by_key(|&w| (load.get(&w).copied().unwrap_or(0), w));
+            for &block in blocks {
+                let holders = &layout.holders[block as usize];
+                let backup = whole.or_else(|| {
+                    let on_time = holders
+                        .iter()
+                        .enumerate()
+                        .skip(1)
+                        .filter(|(_, w)| !late.contains(w));
+                    on_time
+                        .min_by_key(|&(rank, &w)| (load.get(&w).copied().unwrap_or(0), rank, w))
+                        .map(|(_, &w)| w)
+                });
+                if let Some(w) = backup {
+                    *load.entry(w).or_default() += 1;
+                    out.blocks.push(block);
+                    out.backups.push(w);
+                }
             }
         }
         out
     }
+}
+
+/// The workers, not late, that hold every one of `blocks`.
+fn on_time_holders_of_all(layout: &Layout, blocks: &[u32], late: &[u32]) -> Vec<u32> {
+    let Some(&first) = blocks.first() else {
+        return Vec::new();
+    };
+    layout.holders[first as usize]
+        .iter()
+        .copied()
+        .filter(|w| !late.contains(w))
+        .filter(|&w| blocks.iter().all(|&b| layout.holders[b as usize].contains(&w)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -70,9 +102,9 @@ mod tests {
     }
 
     #[test]
-    fn a_late_workers_blocks_are_spread_over_its_other_holders_by_load() {
-        // Worker 0 holds blocks 0-2 first; 1 and 2 hold them next. Each on-time worker has one
-        // block of its own, so the three late blocks go 1, 2, 1 (ties to the lower rank).
+    fn a_late_workers_unit_goes_whole_to_the_least_loaded_holder_of_all_of_it() {
+        // Worker 0 holds blocks 0-2 first; 1 and 2 hold all three next, each with one block of
+        // its own: the tie goes to the lower id, and the unit is one message from worker 1.
         let l = layout(vec![
             vec![0, 1, 2],
             vec![0, 2, 1],
@@ -83,7 +115,27 @@ mod tests {
         ]);
         let late = LateBlocks::assign(Some(&l), &[0]);
         assert_eq!(late.blocks, vec![0, 1, 2]);
-        assert_eq!(late.backups, vec![1, 2, 1]);
+        assert_eq!(late.backups, vec![1, 1, 1]);
+        // Worker 1 already covering another unit is the heavier one: 2 gets the next.
+        let late = LateBlocks::assign(Some(&l), &[0, 3]);
+        assert_eq!(late.blocks, vec![0, 1, 2, 5]);
+        assert_eq!(late.backups, vec![1, 1, 1, 2]);
+    }
+
+    #[test]
+    fn a_unit_nobody_holds_whole_is_spread_block_by_block_by_load() {
+        // Nobody on time holds all of blocks 0-2 (1: 0 and 2; 2: 0 and 1; 3: 1 and 2).
+        let l = layout(vec![
+            vec![0, 1, 2],
+            vec![0, 2, 3],
+            vec![0, 1, 3],
+            vec![1, 2, 0],
+            vec![2, 0, 1],
+            vec![3, 1, 2],
+        ]);
+        let late = LateBlocks::assign(Some(&l), &[0]);
+        assert_eq!(late.blocks, vec![0, 1, 2]);
+        assert_eq!(late.backups, vec![1, 2, 3]);
     }
 
     #[test]

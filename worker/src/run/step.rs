@@ -48,24 +48,47 @@ impl Worker<'_> {
         began: Instant,
         events: &mut Events,
     ) -> Result<StepEnd, RunError> {
-        let epoch = self.assignment.epoch;
-        let tree = self.tree();
         let first = self.assignment.first_rank as usize;
         let share: Vec<u32> = self.assignment.blocks.iter().take(first).copied().collect();
         let mut covered: BTreeSet<u32> = BTreeSet::new();
+        if let Some(end) = self
+            .compute_and_send(model, step, &share, &mut covered, events)
+            .await?
+        {
+            return Ok(end);
+        }
+        let deadline = self.pacing.backup_deadline(began.elapsed());
+        let patience = deadline.saturating_sub(began.elapsed());
+        self.backups(model, step, late, covered, patience, events).await
+    }
+
+    /// Computes `blocks`, then sends them as the largest reduction-tree subtrees they form (one
+    /// message for a whole unit; each block alone in strict mode, so that copies from different
+    /// holders can be compared). `None` while the step goes on.
+    async fn compute_and_send(
+        &mut self,
+        model: &mut Model,
+        step: u64,
+        blocks: &[u32],
+        covered: &mut BTreeSet<u32>,
+        events: &mut Events,
+    ) -> Result<Option<StepEnd>, RunError> {
+        let epoch = self.assignment.epoch;
+        let tree = self.tree();
         let mut leaves: BTreeMap<u32, (tch::Tensor, f32, Duration)> = BTreeMap::new();
-        for &block in &share {
+        for &block in blocks {
             if let Some(end) = self.interrupted(epoch, events)? {
-                return Ok(end);
+                return Ok(Some(end));
             }
-            leaves.insert(block, self.block_gradient(model, step, block)?);
-            if self.straggle_after(leaves[&block].2, events).await? {
-                return Ok(StepEnd::Finished);
+            let leaf = self.block_gradient(model, step, block)?;
+            let compute = leaf.2;
+            leaves.insert(block, leaf);
+            if self.straggle_after(compute, events).await? {
+                return Ok(Some(StepEnd::Finished));
             }
         }
         let nodes = if self.settings.strict {
-            // Each block on its own, so that copies from different holders can be compared.
-            share.iter().filter_map(|&b| tree.node(b, b + 1)).collect()
+            blocks.iter().filter_map(|&b| tree.node(b, b + 1)).collect()
         } else {
             tree.cover(|b| leaves.contains_key(&b))
         };
@@ -84,7 +107,7 @@ impl Worker<'_> {
                 },
             )?;
             if let Some(end) = self.interrupted(epoch, events)? {
-                return Ok(end);
+                return Ok(Some(end));
             }
             let mean_loss = loss / (hi - lo) as f32;
             match self
@@ -92,14 +115,12 @@ impl Worker<'_> {
                 .await?
             {
                 Some(Pushed::Open(now)) => covered.extend(now),
-                Some(Pushed::Over) => return Ok(StepEnd::Over),
-                Some(Pushed::Redo) => return Ok(StepEnd::Redo),
-                None => return Ok(StepEnd::Finished),
+                Some(Pushed::Over) => return Ok(Some(StepEnd::Over)),
+                Some(Pushed::Redo) => return Ok(Some(StepEnd::Redo)),
+                None => return Ok(Some(StepEnd::Finished)),
             }
         }
-        let deadline = self.pacing.backup_deadline(began.elapsed());
-        let patience = deadline.saturating_sub(began.elapsed());
-        self.backups(model, step, late, covered, patience, events).await
+        Ok(None)
     }
 
     /// The rest of the assignment, late blocks first; the others after `patience`.
@@ -117,7 +138,18 @@ impl Worker<'_> {
         let rest: Vec<u32> = self.assignment.blocks.iter().skip(first).copied().collect();
         let strict = self.settings.strict;
         let urgent_block = |b: &u32| strict || late.contains(b);
-        let (urgent, later): (Vec<u32>, Vec<u32>) = rest.into_iter().partition(urgent_block);
+        let (mut urgent, later): (Vec<u32>, Vec<u32>) = rest.into_iter().partition(urgent_block);
+        if !strict {
+            // The late blocks this worker covers (a late worker's whole unit, usually): computed
+            // together and sent as one subtree where they form one.
+            let todo: Vec<u32> = urgent.drain(..).filter(|b| !covered.contains(b)).collect();
+            if let Some(end) = self
+                .compute_and_send(model, step, &todo, &mut covered, events)
+                .await?
+            {
+                return Ok(end);
+            }
+        }
         let mut waited = false;
         for block in urgent.into_iter().chain(later) {
             if covered.contains(&block) {
