@@ -10,8 +10,8 @@
 //! every step in time, was never seen as late, and every step took its time). Measured at
 //! 8.5M parameters on 2 cores: waiting half the share time alone started backups in nearly every
 //! straggler-free step (25 gradients per step instead of 8, 15 dropped as late). Persistent
-//! stragglers are not waited for at all: their blocks come as `late_blocks` and are computed at
-//! once.
+//! stragglers are not waited for at all: their blocks come as `late_blocks`, each with the one
+//! holder that computes it at once (server/src/trainer/late.rs).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
