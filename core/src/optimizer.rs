@@ -113,29 +113,14 @@ impl Optimizer {
         }
     }
 
-    /// Applies one update to `params` with the aggregated `gradient`.
+    /// Applies one update to `params` with the aggregated `gradient`, in place.
     pub fn apply(&mut self, params: &mut [f32], gradient: &[f32]) {
-        let (next_params, next) = self.updated(params, gradient);
-        params.copy_from_slice(&next_params);
-        *self = next;
-    }
-
-    /// The parameters and optimizer after one update with `gradient`, as new values: `self` and
-    /// `params` stay as they were (the server keeps the last good state when a step would not be
-    /// finite). One pass per output, each vectorizable, instead of copying the state and
-    /// updating the copies in place (the server does this every step, under the job lock).
-    pub fn updated(&self, params: &[f32], gradient: &[f32]) -> (Vec<f32>, Self) {
-        let updates = self.updates + 1;
-        let (next_params, first_moment, second_moment) = match self.config {
+        self.updates += 1;
+        match self.config {
             OptimizerConfig::Sgd { lr, momentum } => {
-                let v: Vec<f32> = self
-                    .first_moment
-                    .iter()
-                    .zip(gradient)
-                    .map(|(v, g)| momentum * v + g)
-                    .collect();
-                let p = params.iter().zip(&v).map(|(p, v)| p - lr * v).collect();
-                (p, v, Vec::new())
+                for ((p, g), v) in params.iter_mut().zip(gradient).zip(&mut self.first_moment) {
+                    (*p, *v) = sgd(*p, *g, *v, lr, momentum);
+                }
             }
             OptimizerConfig::Adam {
                 lr,
@@ -143,35 +128,116 @@ impl Optimizer {
                 beta2,
                 eps,
             } => {
-                let t = updates as i32;
-                let (c1, c2) = (1.0 - beta1.powi(t), 1.0 - beta2.powi(t));
-                let m: Vec<f32> = self
-                    .first_moment
+                let adam = Adam::at(lr, beta1, beta2, eps, self.updates);
+                let moments = self.first_moment.iter_mut().zip(&mut self.second_moment);
+                for ((p, g), (m, v)) in params.iter_mut().zip(gradient).zip(moments) {
+                    (*p, *m, *v) = adam.step(*p, *g, *m, *v);
+                }
+            }
+        }
+    }
+
+    /// The first value one update with `gradient` would make non-finite, computed with exactly
+    /// `apply`'s arithmetic but writing nothing: the server checks a step before applying it in
+    /// place, so that a refused step leaves the last good state intact without a copy of it
+    /// (three model-sized buffers at every step boundary).
+    pub fn first_non_finite_update(&self, params: &[f32], gradient: &[f32]) -> Option<NonFiniteUpdate> {
+        // A branch-free pass first (it vectorizes); the search only when it found something.
+        let all_finite = match self.config {
+            OptimizerConfig::Sgd { lr, momentum } => params
+                .iter()
+                .zip(gradient)
+                .zip(&self.first_moment)
+                .fold(true, |ok, ((p, g), v)| {
+                    let (p, v) = sgd(*p, *g, *v, lr, momentum);
+                    ok & p.is_finite() & v.is_finite()
+                }),
+            OptimizerConfig::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
+                let adam = Adam::at(lr, beta1, beta2, eps, self.updates + 1);
+                let moments = self.first_moment.iter().zip(&self.second_moment);
+                params
                     .iter()
                     .zip(gradient)
-                    .map(|(m, g)| beta1 * m + (1.0 - beta1) * g)
-                    .collect();
-                let v: Vec<f32> = self
-                    .second_moment
-                    .iter()
-                    .zip(gradient)
-                    .map(|(v, g)| beta2 * v + (1.0 - beta2) * g * g)
-                    .collect();
-                let p = params
-                    .iter()
-                    .zip(m.iter().zip(&v))
-                    .map(|(p, (m, v))| p - lr * (m / c1) / ((v / c2).sqrt() + eps))
-                    .collect();
-                (p, m, v)
+                    .zip(moments)
+                    .fold(true, |ok, ((p, g), (m, v))| {
+                        let (p, m, v) = adam.step(*p, *g, *m, *v);
+                        ok & p.is_finite() & m.is_finite() & v.is_finite()
+                    })
             }
         };
-        let next = Self {
-            config: self.config,
-            updates,
-            first_moment,
-            second_moment,
-        };
-        (next_params, next)
+        if all_finite {
+            return None;
+        }
+        let mut next_params = params.to_vec();
+        let mut next = self.clone();
+        next.apply(&mut next_params, gradient);
+        let first = |values: &[f32]| values.iter().position(|v| !v.is_finite()).map(|i| (i, values[i]));
+        if let Some((index, value)) = first(&next_params) {
+            return Some(NonFiniteUpdate::Params { index, value });
+        }
+        let moments: Vec<f32> = next
+            .first_moment
+            .iter()
+            .chain(&next.second_moment)
+            .copied()
+            .collect();
+        first(&moments).map(|(index, value)| NonFiniteUpdate::Moments { index, value })
+    }
+}
+
+/// What an update would make non-finite ([`Optimizer::first_non_finite_update`]); a moment's
+/// index counts the first moments, then the second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NonFiniteUpdate {
+    Params { index: usize, value: f32 },
+    Moments { index: usize, value: f32 },
+}
+
+/// One SGD-with-momentum element: the next parameter and velocity.
+#[inline(always)]
+fn sgd(p: f32, g: f32, v: f32, lr: f32, momentum: f32) -> (f32, f32) {
+    let v = momentum * v + g;
+    (p - lr * v, v)
+}
+
+/// Adam's constants at one update count.
+struct Adam {
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    c1: f32,
+    c2: f32,
+}
+
+impl Adam {
+    fn at(lr: f32, beta1: f32, beta2: f32, eps: f32, updates: u64) -> Self {
+        let t = updates as i32;
+        Self {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            c1: 1.0 - beta1.powi(t),
+            c2: 1.0 - beta2.powi(t),
+        }
+    }
+
+    /// One element: the next parameter, first moment and second moment.
+    #[inline(always)]
+    fn step(&self, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+        let m = self.beta1 * m + (1.0 - self.beta1) * g;
+        let v = self.beta2 * v + (1.0 - self.beta2) * g * g;
+        (
+            p - self.lr * (m / self.c1) / ((v / self.c2).sqrt() + self.eps),
+            m,
+            v,
+        )
     }
 }
 
@@ -219,5 +285,23 @@ mod tests {
         let mut p = vec![0.0, 0.0];
         opt.apply(&mut p, &[3.0, -0.5]);
         assert!((p[0] + 0.01).abs() < 1e-5 && (p[1] - 0.01).abs() < 1e-5, "{p:?}");
+    }
+
+    #[test]
+    fn an_update_is_checked_without_being_written() {
+        let opt = Optimizer::new(OptimizerConfig::adam(0.01), 2);
+        let p = vec![1.0, 2.0];
+        assert_eq!(opt.first_non_finite_update(&p, &[3.0, -0.5]), None);
+        // g * g overflows the second moment of element 1 (index 2 + 1 among the moments).
+        let found = opt.first_non_finite_update(&p, &[3.0, 3e38]);
+        assert!(matches!(found, Some(NonFiniteUpdate::Moments { index: 3, value }) if value.is_infinite()));
+        // A huge learning rate overflows the parameter itself.
+        let sgd = Optimizer::new(OptimizerConfig::sgd(3e38, 0.0), 2);
+        let found = sgd.first_non_finite_update(&p, &[0.0, -10.0]);
+        assert!(matches!(found, Some(NonFiniteUpdate::Params { index: 1, value }) if value.is_infinite()));
+        // Nothing was written: the same optimizer still applies cleanly.
+        let (mut q, mut opt) = (p.clone(), opt);
+        opt.apply(&mut q, &[3.0, -0.5]);
+        assert_eq!(opt.updates, 1);
     }
 }

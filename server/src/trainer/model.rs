@@ -38,6 +38,7 @@ pub(super) struct Model {
 type BuiltTree = (Vec<(u32, u32)>, Arc<ReductionTree>);
 
 /// The parameters of one step, and their SHA-256 once someone asked for it.
+#[derive(Default)]
 pub struct Params {
     values: Vec<f32>,
     digest: OnceLock<String>,
@@ -134,12 +135,17 @@ impl Model {
         if let Some(max_norm) = clip_norm {
             numerics::clip(&mut gradient, max_norm);
         }
-        let (params, optimizer) = numerics::update(&self.params, &self.optimizer, &gradient)?;
+        numerics::check(&self.params, &self.optimizer, &gradient)?;
         let Some(round) = self.round.take() else {
             return Ok(None);
         };
+        // In place unless someone (a digest or checkpoint being made) still reads these values.
+        let mut params = match Arc::try_unwrap(std::mem::take(&mut self.params)) {
+            Ok(params) => params.values,
+            Err(shared) => shared.values.clone(),
+        };
+        self.optimizer.apply(&mut params, &gradient);
         self.params = Arc::new(Params::new(params));
-        self.optimizer = optimizer;
         self.loss = round.losses.values().sum::<f32>() / round.losses.len().max(1) as f32;
         self.step += 1;
         Ok(Some(round))

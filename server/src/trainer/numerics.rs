@@ -2,7 +2,7 @@
 //! would write (parameters, optimizer moments) must be finite, or the step is not applied.
 //! Optional clipping of the reduced gradient by its global L2 norm, deterministic.
 
-use anyk_core::optimizer::Optimizer;
+use anyk_core::optimizer::{NonFiniteUpdate, Optimizer};
 
 /// Why a step was not applied.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -34,35 +34,20 @@ pub(super) fn clip(gradient: &mut [f32], max_norm: f32) -> f64 {
     norm
 }
 
-/// The parameters and optimizer after one update with `gradient`, or why they would not be
-/// finite; `params` and `optimizer` are left as they were either way (the update is computed
-/// into new buffers, [`Optimizer::updated`]): a refused step leaves the last good state intact.
-pub(super) fn update(
-    params: &[f32],
-    optimizer: &Optimizer,
-    gradient: &[f32],
-) -> Result<(Vec<f32>, Optimizer), NonFinite> {
+/// Why one update with `gradient` would not be finite, if it would not: the gradient, then what
+/// the update would write, computed without writing ([`Optimizer::first_non_finite_update`]), so
+/// that the step is then applied in place and a refused one leaves the last good state intact.
+pub(super) fn check(params: &[f32], optimizer: &Optimizer, gradient: &[f32]) -> Result<(), NonFinite> {
     if let Some((index, value)) = first_non_finite(gradient) {
         return Err(NonFinite::Gradient { index, value });
     }
-    let (next_params, next_optimizer) = optimizer.updated(params, gradient);
-    if let Some((index, value)) = first_non_finite(&next_params) {
-        return Err(NonFinite::Params { index, value });
+    match optimizer.first_non_finite_update(params, gradient) {
+        None => Ok(()),
+        Some(NonFiniteUpdate::Params { index, value }) => Err(NonFinite::Params { index, value }),
+        // Adam's second moment squares the gradient: it overflows before the parameters do, and
+        // an infinite moment would silently freeze the parameter from then on.
+        Some(NonFiniteUpdate::Moments { index, value }) => Err(NonFinite::Moments { index, value }),
     }
-    // Adam's second moment squares the gradient: it overflows before the parameters do, and
-    // an infinite moment would silently freeze the parameter from then on.
-    let moments = next_optimizer
-        .first_moment
-        .iter()
-        .chain(&next_optimizer.second_moment);
-    if !all_finite(&next_optimizer.first_moment) || !all_finite(&next_optimizer.second_moment) {
-        let (index, &value) = moments
-            .enumerate()
-            .find(|(_, v)| !v.is_finite())
-            .unwrap_or((0, &f32::NAN));
-        return Err(NonFinite::Moments { index, value });
-    }
-    Ok((next_params, next_optimizer))
 }
 
 /// A branch-free pass: it vectorizes, where a search that stops at the first hit does not
