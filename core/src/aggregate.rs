@@ -107,19 +107,22 @@ impl StepAggregator {
 
     /// The mean gradient over all m blocks, or None while some block is missing.
     pub fn reduce(&self) -> Option<Vec<f32>> {
-        let mut mean = self.present.get(&self.tree.root()?)?.clone();
-        let m = self.blocks as f32;
-        mean.iter_mut().for_each(|v| *v /= m);
-        Some(mean)
+        let sum = self.present.get(&self.tree.root()?)?.clone();
+        Some(self.mean_of(sum))
     }
 
     /// [`StepAggregator::reduce`] without a copy: the root's sum is taken out and divided in
     /// place (the aggregator then no longer holds it). None while some block is missing.
     pub fn take_mean(&mut self) -> Option<Vec<f32>> {
-        let mut mean = self.present.remove(&self.tree.root()?)?;
+        let sum = self.present.remove(&self.tree.root()?)?;
+        Some(self.mean_of(sum))
+    }
+
+    /// The root's sum divided by m, in place.
+    fn mean_of(&self, mut sum: Vec<f32>) -> Vec<f32> {
         let m = self.blocks as f32;
-        mean.iter_mut().for_each(|v| *v /= m);
-        Some(mean)
+        sum.iter_mut().for_each(|v| *v /= m);
+        sum
     }
 
     /// Whether `blocks` are consecutive ids forming one node of the tree.

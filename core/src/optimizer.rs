@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::tensor_bytes::first_non_finite;
+
 /// The update rule: `adam` (betas 0.9 and 0.999, epsilon 1e-8) or `sgd` (with momentum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -116,19 +118,13 @@ impl Optimizer {
     /// Applies one update to `params` with the aggregated `gradient`, in place.
     pub fn apply(&mut self, params: &mut [f32], gradient: &[f32]) {
         self.updates += 1;
-        match self.config {
-            OptimizerConfig::Sgd { lr, momentum } => {
+        match Rule::at(self.config, self.updates) {
+            Rule::Sgd { lr, momentum } => {
                 for ((p, g), v) in params.iter_mut().zip(gradient).zip(&mut self.first_moment) {
                     (*p, *v) = sgd(*p, *g, *v, lr, momentum);
                 }
             }
-            OptimizerConfig::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-            } => {
-                let adam = Adam::at(lr, beta1, beta2, eps, self.updates);
+            Rule::Adam(adam) => {
                 let moments = self.first_moment.iter_mut().zip(&mut self.second_moment);
                 for ((p, g), (m, v)) in params.iter_mut().zip(gradient).zip(moments) {
                     (*p, *m, *v) = adam.step(*p, *g, *m, *v);
@@ -143,22 +139,18 @@ impl Optimizer {
     /// (three model-sized buffers at every step boundary).
     pub fn first_non_finite_update(&self, params: &[f32], gradient: &[f32]) -> Option<NonFiniteUpdate> {
         // A branch-free pass first (it vectorizes); the search only when it found something.
-        let all_finite = match self.config {
-            OptimizerConfig::Sgd { lr, momentum } => params
-                .iter()
-                .zip(gradient)
-                .zip(&self.first_moment)
-                .fold(true, |ok, ((p, g), v)| {
-                    let (p, v) = sgd(*p, *g, *v, lr, momentum);
-                    ok & p.is_finite() & v.is_finite()
-                }),
-            OptimizerConfig::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-            } => {
-                let adam = Adam::at(lr, beta1, beta2, eps, self.updates + 1);
+        let all_finite = match Rule::at(self.config, self.updates + 1) {
+            Rule::Sgd { lr, momentum } => {
+                params
+                    .iter()
+                    .zip(gradient)
+                    .zip(&self.first_moment)
+                    .fold(true, |ok, ((p, g), v)| {
+                        let (p, v) = sgd(*p, *g, *v, lr, momentum);
+                        ok & p.is_finite() & v.is_finite()
+                    })
+            }
+            Rule::Adam(adam) => {
                 let moments = self.first_moment.iter().zip(&self.second_moment);
                 params
                     .iter()
@@ -176,8 +168,7 @@ impl Optimizer {
         let mut next_params = params.to_vec();
         let mut next = self.clone();
         next.apply(&mut next_params, gradient);
-        let first = |values: &[f32]| values.iter().position(|v| !v.is_finite()).map(|i| (i, values[i]));
-        if let Some((index, value)) = first(&next_params) {
+        if let Some((index, value)) = first_non_finite(&next_params) {
             return Some(NonFiniteUpdate::Params { index, value });
         }
         let moments: Vec<f32> = next
@@ -186,7 +177,7 @@ impl Optimizer {
             .chain(&next.second_moment)
             .copied()
             .collect();
-        first(&moments).map(|(index, value)| NonFiniteUpdate::Moments { index, value })
+        first_non_finite(&moments).map(|(index, value)| NonFiniteUpdate::Moments { index, value })
     }
 }
 
@@ -205,6 +196,36 @@ fn sgd(p: f32, g: f32, v: f32, lr: f32, momentum: f32) -> (f32, f32) {
     (p - lr * v, v)
 }
 
+/// The update rule at one update count, with its constants worked out once.
+enum Rule {
+    Sgd { lr: f32, momentum: f32 },
+    Adam(Adam),
+}
+
+impl Rule {
+    fn at(config: OptimizerConfig, updates: u64) -> Self {
+        match config {
+            OptimizerConfig::Sgd { lr, momentum } => Self::Sgd { lr, momentum },
+            OptimizerConfig::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+            } => {
+                let t = updates as i32;
+                Self::Adam(Adam {
+                    lr,
+                    beta1,
+                    beta2,
+                    eps,
+                    c1: 1.0 - beta1.powi(t),
+                    c2: 1.0 - beta2.powi(t),
+                })
+            }
+        }
+    }
+}
+
 /// Adam's constants at one update count.
 struct Adam {
     lr: f32,
@@ -216,18 +237,6 @@ struct Adam {
 }
 
 impl Adam {
-    fn at(lr: f32, beta1: f32, beta2: f32, eps: f32, updates: u64) -> Self {
-        let t = updates as i32;
-        Self {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            c1: 1.0 - beta1.powi(t),
-            c2: 1.0 - beta2.powi(t),
-        }
-    }
-
     /// One element: the next parameter, first moment and second moment.
     #[inline(always)]
     fn step(&self, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {

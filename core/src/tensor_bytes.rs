@@ -27,6 +27,15 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Vec<f32>, RaggedBytes> {
         .collect())
 }
 
+/// The first non-finite value and its index. A branch-free pass first (it vectorizes, where a
+/// search that stops at the first hit does not); the search only when that pass found one.
+pub fn first_non_finite(values: &[f32]) -> Option<(usize, f32)> {
+    if values.iter().fold(true, |ok, v| ok & v.is_finite()) {
+        return None;
+    }
+    values.iter().position(|v| !v.is_finite()).map(|i| (i, values[i]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +45,12 @@ mod tests {
         let v = vec![1.5, -0.0, f32::MIN_POSITIVE, 3.0e38];
         assert_eq!(from_bytes(&to_bytes(&v)).unwrap(), v);
         assert_eq!(from_bytes(&[0, 1, 2]), Err(RaggedBytes { len: 3 }));
+    }
+
+    #[test]
+    fn the_first_non_finite_value_is_named() {
+        assert_eq!(first_non_finite(&[1.0, -0.0, 3.0]), None);
+        let found = first_non_finite(&[1.0, f32::INFINITY, f32::NAN]);
+        assert!(matches!(found, Some((1, v)) if v == f32::INFINITY));
     }
 }

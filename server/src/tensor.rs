@@ -27,11 +27,7 @@ pub fn decode_any(tensor: Option<&Tensor>) -> Result<Vec<f32>, RequestError> {
         length: tensor.length,
         bytes: tensor.data.len(),
     })?;
-    // A branch-free pass (it vectorizes; a search that stops early does not); where it fails,
-    // the search names the first bad value.
-    if !values.iter().fold(true, |ok, v| ok & v.is_finite())
-        && let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite())
-    {
+    if let Some((index, value)) = tensor_bytes::first_non_finite(&values) {
         return Err(RequestError::NotFinite { index, value });
     }
     Ok(values)

@@ -3,6 +3,7 @@
 //! Optional clipping of the reduced gradient by its global L2 norm, deterministic.
 
 use anyk_core::optimizer::{NonFiniteUpdate, Optimizer};
+use anyk_core::tensor_bytes::first_non_finite;
 
 /// Why a step was not applied.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -48,21 +49,4 @@ pub(super) fn check(params: &[f32], optimizer: &Optimizer, gradient: &[f32]) -> 
         // an infinite moment would silently freeze the parameter from then on.
         Some(NonFiniteUpdate::Moments { index, value }) => Err(NonFinite::Moments { index, value }),
     }
-}
-
-/// A branch-free pass: it vectorizes, where a search that stops at the first hit does not
-/// (four model-sized scans per step on the server).
-fn all_finite(values: &[f32]) -> bool {
-    values.iter().fold(true, |ok, v| ok & v.is_finite())
-}
-
-fn first_non_finite(values: &[f32]) -> Option<(usize, f32)> {
-    if all_finite(values) {
-        return None;
-    }
-    values
-        .iter()
-        .enumerate()
-        .find(|(_, v)| !v.is_finite())
-        .map(|(i, &v)| (i, v))
 }
