@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::part::Part;
 use crate::reduction::{NodeId, ReductionTree};
 
 /// What happened to one offered gradient.
@@ -36,8 +37,9 @@ pub struct StepAggregator {
     tree: Arc<ReductionTree>,
     blocks: u32,
     params: usize,
-    /// The nodes whose sums are here, none inside another.
-    present: BTreeMap<NodeId, Vec<f32>>,
+    /// The nodes whose sums are here, none inside another; a node that arrived and has not met
+    /// its sibling yet is still the bytes it arrived in.
+    present: BTreeMap<NodeId, Part>,
 }
 
 impl StepAggregator {
@@ -78,7 +80,8 @@ impl StepAggregator {
     /// Offers the summed gradient of `blocks`: consecutive ids that are one node of the tree
     /// (a single block is a leaf). A node inside one already here is redundant; nodes inside
     /// this one are replaced by it (its sum has their bits combined in the same association).
-    pub fn offer(&mut self, blocks: &[u32], gradient: Vec<f32>) -> Result<Offer, OfferError> {
+    pub fn offer(&mut self, blocks: &[u32], gradient: impl Into<Part>) -> Result<Offer, OfferError> {
+        let gradient = gradient.into();
         if gradient.len() != self.params {
             return Err(OfferError::WrongLength {
                 got: gradient.len(),
@@ -108,14 +111,14 @@ impl StepAggregator {
     /// The mean gradient over all m blocks, or None while some block is missing.
     pub fn reduce(&self) -> Option<Vec<f32>> {
         let sum = self.present.get(&self.tree.root()?)?.clone();
-        Some(self.mean_of(sum))
+        Some(self.mean_of(sum.into_values()))
     }
 
     /// [`StepAggregator::reduce`] without a copy: the root's sum is taken out and divided in
     /// place (the aggregator then no longer holds it). None while some block is missing.
     pub fn take_mean(&mut self) -> Option<Vec<f32>> {
         let sum = self.present.remove(&self.tree.root()?)?;
-        Some(self.mean_of(sum))
+        Some(self.mean_of(sum.into_values()))
     }
 
     /// The root's sum divided by m, in place.
@@ -137,12 +140,12 @@ impl StepAggregator {
     }
 
     /// Stores `node`'s sum, then joins it with its sibling while the sibling is here.
-    fn insert(&mut self, mut node: NodeId, mut sum: Vec<f32>) {
+    fn insert(&mut self, mut node: NodeId, mut sum: Part) {
         while let Some(sibling) = self.tree.sibling(node) {
             let Some(other) = self.present.remove(&sibling) else {
                 break;
             };
-            add_into(&mut sum, &other);
+            sum = sum.join(other);
             node = self.tree.parent(node).unwrap_or(node);
         }
         self.present.insert(node, sum);
@@ -207,6 +210,33 @@ mod tests {
         }
         let (f, r) = (forward.reduce().unwrap(), backward.reduce().unwrap());
         assert_eq!(bits(&f), bits(&r));
+    }
+
+    #[test]
+    fn parts_in_wire_form_sum_to_the_same_bits() {
+        let units = [(0, 3), (3, 6)];
+        let wire = |b: u32| Part::wire(crate::tensor_bytes::to_bytes(&grad(b, 5)).into()).unwrap();
+        let mut values = aggregator(&units, 5);
+        let mut mixed = aggregator(&units, 5);
+        for b in [4, 0, 5, 2, 1, 3] {
+            values.offer(&[b], grad(b, 5)).unwrap();
+            // Every other block arrives as bytes: wire with wire, wire with values, both orders.
+            match b % 2 {
+                0 => mixed.offer(&[b], wire(b)).unwrap(),
+                _ => mixed.offer(&[b], grad(b, 5)).unwrap(),
+            };
+        }
+        assert_eq!(
+            bits(&values.take_mean().unwrap()),
+            bits(&mixed.take_mean().unwrap())
+        );
+        let mut whole = aggregator(&units, 5);
+        whole.offer(&[0, 1, 2, 3, 4, 5], wire(0)).unwrap();
+        let mean = whole.take_mean().unwrap();
+        assert_eq!(
+            bits(&mean),
+            bits(&grad(0, 5).iter().map(|v| v / 6.0).collect::<Vec<_>>())
+        );
     }
 
     #[test]

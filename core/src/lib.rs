@@ -25,6 +25,7 @@ pub mod minibatch;
 pub mod model_contract;
 pub mod numerics;
 pub mod optimizer;
+pub mod part;
 pub mod reduction;
 pub mod repair;
 pub mod tensor_bytes;

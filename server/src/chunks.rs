@@ -5,9 +5,11 @@
 
 use anyk_proto::v1::{StepReady, Tensor, WorkerEvent, worker_event::Event};
 
-/// Largest slice of parameters per event: 17 events per step at 34M parameters, so a worker may
-/// fall a few steps behind before its queue ([`crate::service`]) is full.
-pub const CHUNK_BYTES: usize = 8 << 20;
+/// Largest slice of parameters per event: 33 events per step at 34M parameters, so a worker may
+/// fall a few steps behind before its queue ([`crate::service`]) is full. Each stream's encoder
+/// copies an event into a buffer of its own while it waits for HTTP/2 flow control: at 8 MiB
+/// that held about one model size (34M parameters, 8 workers) at the server's peak.
+pub const CHUNK_BYTES: usize = 4 << 20;
 
 /// `event` as the events that deliver it: a step whose parameters are larger than `chunk`
 /// bytes becomes one event per slice (`params_offset`, `params_total` in bytes; the late blocks

@@ -1,6 +1,7 @@
 //! anyk's parameter server: owns the parameters, optimizer state and step counter, aggregates
 //! each step at the first full cover of the blocks, checkpoints, and answers the operator.
 
+pub mod admission;
 pub mod chunks;
 pub mod error;
 pub mod identity;

@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
-use tokio::sync::Semaphore;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codegen::http::{Request, Response};
 use tonic::codegen::{Bytes, Service};
 use tonic::server::NamedService;
+
+use crate::admission::{Admission, FIRST_BLOCK_METADATA};
 
 /// Room for everything in a request besides the model's values: ids, step, epoch, loss, the
 /// tensor's dtype and shape, and protobuf tags. The block list is counted separately.
@@ -88,19 +89,23 @@ impl FrameMeter {
     }
 }
 
-/// Gradient pushes whose bodies are read at once. Each holds up to a model's bytes while it is
-/// decoded and offered; the others wait, their bytes held back by HTTP/2 flow control (a few
-/// MiB per stream), so the server's memory stays a few model sizes however many workers push.
-pub const PUSHES_IN_FLIGHT: usize = 2;
-const PUSH_PATH: &str = "/anyk.v1.Training/PushGradient";
+/// Model-sized requests (gradient pushes, initial parameters) whose bodies are read at once.
+/// Each holds a model's bytes while it is checked and offered; the others wait, their bytes held
+/// back by HTTP/2 flow control (a few MiB per stream), so the server's memory stays a few model
+/// sizes however many workers push. One: at 34M parameters two cost a model size more at the
+/// peak and no measurable step time (the server's reading is CPU-bound on the same cores as
+/// the workers); before initial parameters were admitted here too, 8 workers sending theirs at
+/// start put 8 model sizes in the server at once.
+pub const MODEL_SIZED_IN_FLIGHT: usize = 1;
+const MODEL_SIZED_PATHS: [&str; 2] = ["/anyk.v1.Training/PushGradient", "/anyk.v1.Training/Initialize"];
 
 /// Wraps a service so every request body is metered against `limit`, and at most
-/// [`PUSHES_IN_FLIGHT`] gradient pushes are read at once.
+/// [`MODEL_SIZED_IN_FLIGHT`] model-sized requests are read at once.
 #[derive(Clone)]
 pub struct Limited<S> {
     inner: S,
     limit: MessageLimit,
-    pushes: Arc<Semaphore>,
+    admission: Arc<Admission>,
 }
 
 impl<S> Limited<S> {
@@ -108,7 +113,7 @@ impl<S> Limited<S> {
         Self {
             inner,
             limit,
-            pushes: Arc::new(Semaphore::new(PUSHES_IN_FLIGHT)),
+            admission: Admission::new(MODEL_SIZED_IN_FLIGHT),
         }
     }
 }
@@ -132,7 +137,9 @@ where
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let limit = self.limit.clone();
-        let admission = (request.uri().path() == PUSH_PATH).then(|| self.pushes.clone());
+        let admission = MODEL_SIZED_PATHS
+            .contains(&request.uri().path())
+            .then(|| (self.admission.clone(), first_block(&request)));
         let request = request.map(|body| {
             Body::new(MeteredBody {
                 inner: body,
@@ -144,13 +151,23 @@ where
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
         Box::pin(async move {
-            let _permit = match admission {
-                Some(pushes) => pushes.acquire_owned().await.ok(),
+            let _slot = match admission {
+                Some((admission, key)) => Some(admission.enter(key).await),
                 None => None,
             };
             inner.call(request).await
         })
     }
+}
+
+/// The push's first block from its metadata; requests without one are read after those with.
+fn first_block<B>(request: &Request<B>) -> u32 {
+    request
+        .headers()
+        .get(FIRST_BLOCK_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(u32::MAX)
 }
 
 struct MeteredBody {

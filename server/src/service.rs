@@ -27,8 +27,10 @@ mod control;
 
 type EventSender = mpsc::Sender<Result<WorkerEvent, Status>>;
 
-/// Events queued per subscriber; the last slot is kept for the status that closes it.
-const SUBSCRIBER_QUEUE: usize = 64;
+/// Events queued per subscriber; the last slot is kept for the status that closes it. Two
+/// steps' parameters at the default largest message (256 MiB, 64 slices of
+/// [`chunks::CHUNK_BYTES`]); queued slices share one buffer, so a full queue costs no copy.
+const SUBSCRIBER_QUEUE: usize = 128;
 /// Progress streams open at once (the operator and `anyk local` each hold one).
 pub const MAX_WATCHERS: usize = 16;
 

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use anyk_core::part::Part;
 use sha2::{Digest as _, Sha256};
 
 /// The first 8 bytes of a copy's SHA-256, little-endian.
@@ -28,7 +29,7 @@ struct Copies {
     /// Senders already counted as outvoted (once per copy).
     outvoted: BTreeSet<u32>,
     /// Strict mode: gradients not yet accepted, one per distinct digest.
-    held: BTreeMap<Digest, Vec<f32>>,
+    held: BTreeMap<Digest, Part>,
 }
 
 /// What one new copy changed.
@@ -86,15 +87,15 @@ impl Agreement {
 
     /// Strict mode: whether another sender's held copy of `blocks` at `step` has exactly the
     /// bits of `gradient` (the digest finds it, the comparison rules out a collision).
-    pub fn confirms(&self, step: u64, blocks: &[u32], digest: Digest, gradient: &[f32]) -> bool {
+    pub fn confirms(&self, step: u64, blocks: &[u32], digest: Digest, gradient: &Part) -> bool {
         self.copies(step, blocks)
             .and_then(|c| c.held.get(&digest))
-            .is_some_and(|held| same_bits(held, gradient))
+            .is_some_and(|held| held.same_bits(gradient))
     }
 
     /// Strict mode: keeps `gradient` until a second holder confirms it (the first copy of each
     /// digest is kept).
-    pub fn hold(&mut self, step: u64, blocks: &[u32], digest: Digest, gradient: Vec<f32>) {
+    pub fn hold(&mut self, step: u64, blocks: &[u32], digest: Digest, gradient: Part) {
         if let Some(copies) = self.steps.get_mut(&step).and_then(|s| s.get_mut(blocks)) {
             copies.held.entry(digest).or_insert(gradient);
         }
@@ -171,8 +172,4 @@ impl Copies {
             majority: tally.values().copied().max().unwrap_or(0),
         }
     }
-}
-
-fn same_bits(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }

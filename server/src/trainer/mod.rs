@@ -23,6 +23,7 @@ use anyk_core::aggregate::{Offer, OfferError};
 use anyk_core::checkpoint::Checkpoint;
 use anyk_core::job::JobIdentity;
 use anyk_core::optimizer::Optimizer;
+use anyk_core::part::Part;
 use anyk_proto::v1::{Assignment, GradientRequest, GradientResponse, WorkerEvent};
 
 use crate::error::RequestError;
@@ -237,7 +238,7 @@ impl Trainer {
     fn offer(
         &mut self,
         req: &GradientRequest,
-        gradient: Vec<f32>,
+        gradient: Part,
         confirmed_by: &[u32],
         now: Instant,
     ) -> Result<PushOutcome, RequestError> {
@@ -299,8 +300,8 @@ impl Trainer {
     fn check_push(
         &self,
         req: &GradientRequest,
-        values: Result<Vec<f32>, RequestError>,
-    ) -> Result<Vec<f32>, RequestError> {
+        values: Result<Part, RequestError>,
+    ) -> Result<Part, RequestError> {
         let layout = layouts::member(self.layout.as_ref(), req.worker)?;
         let model = self.model.as_ref().ok_or(RequestError::NotInitialized)?;
         if let Some(failure) = &self.failure {

@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use anyk_core::aggregate::StepAggregator;
 use anyk_core::digest::param_sha256;
 use anyk_core::optimizer::Optimizer;
+use anyk_core::tensor_bytes;
 use anyk_core::{Layout, ReductionTree};
-use anyk_proto::v1::{Finished, GradientRequest, StepReady, WorkerEvent, worker_event::Event};
+use anyk_proto::v1::{Finished, GradientRequest, StepReady, Tensor, WorkerEvent, worker_event::Event};
 
 use super::late::LateBlocks;
 use super::numerics::{self, NonFinite};
 use crate::settings::Settings;
-use crate::tensor;
 
 pub(super) struct Model {
     /// Shared, so that a progress report can hash them outside the job lock.
@@ -37,19 +37,40 @@ pub(super) struct Model {
 /// A reduction tree and the units it was built for.
 type BuiltTree = (Vec<(u32, u32)>, Arc<ReductionTree>);
 
-/// The parameters of one step, and their SHA-256 once someone asked for it.
+/// The parameters of one step, their SHA-256 once someone asked for it, and their wire form
+/// once a worker needed it.
 #[derive(Default)]
 pub struct Params {
-    values: Vec<f32>,
+    /// Shared with the wire form, which is a view of them, not a copy.
+    values: Arc<Vec<f32>>,
     digest: OnceLock<String>,
+    /// Made once per step and shared (`Bytes`) by every event that carries them: a worker
+    /// subscribing or resubscribing gets the same buffer, not a copy of its own (at start, 8
+    /// workers subscribing at once each held an encoded model).
+    wire: OnceLock<Tensor>,
 }
 
 impl Params {
     fn new(values: Vec<f32>) -> Self {
         Self {
-            values,
+            values: Arc::new(values),
             digest: OnceLock::new(),
+            wire: OnceLock::new(),
         }
+    }
+
+    /// The parameters as a wire tensor whose bytes are a view of the values (a cheap clone).
+    pub fn wire(&self) -> Tensor {
+        let wire = || Tensor::from_f32_bytes(tensor_bytes::shared_le_bytes(self.values.clone()));
+        self.wire.get_or_init(wire).clone()
+    }
+
+    /// The values to update in place, or a copy while anyone (a digest or checkpoint being
+    /// made, an event not yet sent to a slow worker) still reads them.
+    fn into_values(self) -> Vec<f32> {
+        let Self { values, wire, .. } = self;
+        drop(wire);
+        Arc::try_unwrap(values).unwrap_or_else(|shared| shared.as_ref().clone())
     }
 
     /// Computed once however many ask (at 16M parameters it takes 0.1-0.3 s).
@@ -139,10 +160,10 @@ impl Model {
         let Some(round) = self.round.take() else {
             return Ok(None);
         };
-        // In place unless someone (a digest or checkpoint being made) still reads these values.
+        // In place unless someone still reads these values.
         let mut params = match Arc::try_unwrap(std::mem::take(&mut self.params)) {
-            Ok(params) => params.values,
-            Err(shared) => shared.values.clone(),
+            Ok(params) => params.into_values(),
+            Err(shared) => shared.values.as_ref().clone(),
         };
         self.optimizer.apply(&mut params, &gradient);
         self.params = Arc::new(Params::new(params));
@@ -161,7 +182,7 @@ impl Model {
         } else {
             Event::Step(StepReady {
                 step: self.step,
-                params: Some(tensor::encode(&self.params)),
+                params: Some(self.params.wire()),
                 late_blocks: self.late.blocks.clone(),
                 late_backups: self.late.backups.clone(),
                 params_offset: 0,

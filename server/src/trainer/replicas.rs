@@ -2,6 +2,7 @@
 //! is compared with the other holders', disagreements are counted and logged, and in strict mode
 //! a copy waits for a matching one before it is offered.
 
+use anyk_core::part::Part;
 use anyk_proto::v1::GradientRequest;
 
 use super::Trainer;
@@ -43,10 +44,10 @@ impl Trainer {
     pub(super) fn confirm(
         &mut self,
         req: &GradientRequest,
-        gradient: Vec<f32>,
+        gradient: Part,
         digest: Digest,
         verdict: Option<&Verdict>,
-    ) -> Option<Vec<f32>> {
+    ) -> Option<Part> {
         let covered = self.covered();
         if req.blocks.iter().all(|b| covered.contains(b)) {
             return Some(gradient);

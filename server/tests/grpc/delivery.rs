@@ -7,11 +7,14 @@ use anyk_proto::v1::{SubscribeRequest, WorkerEvent, training_client::TrainingCli
 use tonic::transport::Endpoint;
 use tonic::{Code, Streaming};
 
-use crate::{BLOCKS, Server, layout, start};
+use anyk_server::Settings;
+
+use crate::{BLOCKS, Server, layout, settings, start, start_with};
 
 /// Parameters big enough (256 KiB a step) that a subscriber which does not read fills its
 /// HTTP/2 window at once, and then its queue on the server.
 const BIG: usize = 64 << 10;
+const STALLED_STEPS: u64 = 160;
 
 async fn big_step(s: &mut Server, layout: &Layout, step: u64) {
     let gradient = vec![1e-3; BIG];
@@ -43,7 +46,11 @@ fn step_of(event: &Event) -> Option<u64> {
 #[tokio::test]
 async fn a_slow_subscriber_is_closed_and_resubscribes_to_the_current_layout_and_step() {
     let layout = layout();
-    let mut s = start(None, 64 << 20).await;
+    let settings = Settings {
+        total_steps: 2 * STALLED_STEPS,
+        ..settings()
+    };
+    let mut s = start_with(settings, None, 64 << 20).await;
     s.set_layout(&layout).await.unwrap();
     s.init(&vec![0.0; BIG]).await;
     // Its own connection with the smallest HTTP/2 windows: the server can send it little.
@@ -57,19 +64,20 @@ async fn a_slow_subscriber_is_closed_and_resubscribes_to_the_current_layout_and_
         .await
         .unwrap()
         .into_inner();
-    for step in 0..80 {
+    // More steps than the subscriber queue (128 events) holds.
+    for step in 0..STALLED_STEPS {
         big_step(&mut s, &layout, step).await;
     }
     // A layout while the subscriber is behind: before, its Assignment was dropped for good.
     let (next, _) = anyk_core::repair(&layout, &[3]).unwrap();
     s.set_layout(&next).await.unwrap();
-    big_step(&mut s, &next, 80).await;
+    big_step(&mut s, &next, STALLED_STEPS).await;
 
     let (events, end) = drain(&mut stalled).await;
     let end = end.expect("the stream ended without a status");
     assert_eq!(end.code(), Code::Aborted, "{end}");
     assert!(
-        end.message().contains("worker 1 fell 63 events behind"),
+        end.message().contains("worker 1 fell 127 events behind"),
         "{}",
         end.message()
     );
@@ -79,7 +87,10 @@ async fn a_slow_subscriber_is_closed_and_resubscribes_to_the_current_layout_and_
         steps, expected,
         "steps arrive in order, none missing before the close"
     );
-    assert!(steps.len() < 80, "the subscriber was closed only at the end");
+    assert!(
+        steps.len() < STALLED_STEPS as usize,
+        "the subscriber was closed only at the end"
+    );
 
     let mut fresh = slow
         .subscribe(SubscribeRequest { worker: 1 })
@@ -93,7 +104,7 @@ async fn a_slow_subscriber_is_closed_and_resubscribes_to_the_current_layout_and_
     assert_eq!(assignment.epoch, next.epoch, "the current layout");
     assert_eq!(assignment.blocks, next.queue(1));
     let second = fresh.message().await.unwrap().unwrap().event.unwrap();
-    assert_eq!(step_of(&second), Some(81), "the current step");
+    assert_eq!(step_of(&second), Some(STALLED_STEPS + 1), "the current step");
     s.stop().await;
 }
 

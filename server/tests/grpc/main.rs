@@ -49,7 +49,11 @@ fn settings() -> Settings {
 }
 
 async fn start(store: Option<CheckpointStore>, max_message_bytes: usize) -> Server {
-    let state = ServerState::new(load_trainer(settings(), store.as_ref()).unwrap(), store);
+    start_with(settings(), store, max_message_bytes).await
+}
+
+async fn start_with(settings: Settings, store: Option<CheckpointStore>, max_message_bytes: usize) -> Server {
+    let state = ServerState::new(load_trainer(settings, store.as_ref()).unwrap(), store);
     let listener = bind("127.0.0.1:0".parse::<SocketAddr>().unwrap()).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
