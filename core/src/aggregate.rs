@@ -63,13 +63,23 @@ impl StepAggregator {
 
     /// Blocks that have a gradient, in id order.
     pub fn covered(&self) -> Vec<u32> {
-        let mut ranges: Vec<(u32, u32)> = self.present.keys().map(|&n| self.tree.range(n)).collect();
-        ranges.sort_unstable();
-        ranges.into_iter().flat_map(|(lo, hi)| lo..hi).collect()
+        self.present().into_iter().flat_map(|(lo, hi)| lo..hi).collect()
     }
 
     pub fn is_complete(&self) -> bool {
         self.tree.root().is_some_and(|r| self.present.contains_key(&r))
+    }
+
+    /// The tree it combines parts in.
+    pub fn tree(&self) -> &Arc<ReductionTree> {
+        &self.tree
+    }
+
+    /// The block ranges of the parts here, in id order.
+    pub fn present(&self) -> Vec<(u32, u32)> {
+        let mut ranges: Vec<(u32, u32)> = self.present.keys().map(|&n| self.tree.range(n)).collect();
+        ranges.sort_unstable();
+        ranges
     }
 
     /// Partial sums held now (what bounds the aggregator's memory).

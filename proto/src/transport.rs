@@ -11,10 +11,10 @@ use crate::tls::Credentials;
 /// Largest message accepted or sent (a model of 64M f32 parameters). Deliberately raised from
 /// tonic's 4 MiB; the server takes a flag to lower it.
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
-/// Request metadata on a gradient push: the first block it carries. A hint for the order in
-/// which the server reads waiting pushes (server/src/admission.rs); the message's own blocks
-/// are what count.
-pub const FIRST_BLOCK_METADATA: &str = "anyk-first-block";
+/// Request metadata on a gradient push: `STEP/LO/HI`, the step and the blocks lo..hi of the
+/// part it carries. A hint for the order in which the server reads waiting pushes
+/// (server/src/admission); the message's own fields are what count.
+pub const PART_METADATA: &str = "anyk-part";
 pub const STREAM_WINDOW_BYTES: u32 = 16 << 20;
 pub const CONNECTION_WINDOW_BYTES: u32 = 64 << 20;
 

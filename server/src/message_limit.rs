@@ -16,7 +16,7 @@ use tonic::codegen::http::{Request, Response};
 use tonic::codegen::{Bytes, Service};
 use tonic::server::NamedService;
 
-use crate::admission::{Admission, FIRST_BLOCK_METADATA};
+use crate::admission::{Admission, Hint, PART_METADATA};
 
 /// Room for everything in a request besides the model's values: ids, step, epoch, loss, the
 /// tensor's dtype and shape, and protobuf tags. The block list is counted separately.
@@ -89,18 +89,11 @@ impl FrameMeter {
     }
 }
 
-/// Model-sized requests (gradient pushes, initial parameters) whose bodies are read at once.
-/// Each holds a model's bytes while it is checked and offered; the others wait, their bytes held
-/// back by HTTP/2 flow control (a few MiB per stream), so the server's memory stays a few model
-/// sizes however many workers push. One: at 34M parameters two cost a model size more at the
-/// peak and no measurable step time (the server's reading is CPU-bound on the same cores as
-/// the workers); before initial parameters were admitted here too, 8 workers sending theirs at
-/// start put 8 model sizes in the server at once.
-pub const MODEL_SIZED_IN_FLIGHT: usize = 1;
+/// Requests that carry a model's bytes; they are read as [`Admission`] lets them.
 const MODEL_SIZED_PATHS: [&str; 2] = ["/anyk.v1.Training/PushGradient", "/anyk.v1.Training/Initialize"];
 
 /// Wraps a service so every request body is metered against `limit`, and at most
-/// [`MODEL_SIZED_IN_FLIGHT`] model-sized requests are read at once.
+/// model-sized requests are read in the order [`Admission`] picks.
 #[derive(Clone)]
 pub struct Limited<S> {
     inner: S,
@@ -109,11 +102,11 @@ pub struct Limited<S> {
 }
 
 impl<S> Limited<S> {
-    pub fn new(inner: S, limit: MessageLimit) -> Self {
+    pub fn new(inner: S, limit: MessageLimit, admission: Arc<Admission>) -> Self {
         Self {
             inner,
             limit,
-            admission: Admission::new(MODEL_SIZED_IN_FLIGHT),
+            admission,
         }
     }
 }
@@ -139,7 +132,7 @@ where
         let limit = self.limit.clone();
         let admission = MODEL_SIZED_PATHS
             .contains(&request.uri().path())
-            .then(|| (self.admission.clone(), first_block(&request)));
+            .then(|| (self.admission.clone(), part_hint(&request)));
         let request = request.map(|body| {
             Body::new(MeteredBody {
                 inner: body,
@@ -152,7 +145,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, ready);
         Box::pin(async move {
             let _slot = match admission {
-                Some((admission, key)) => Some(admission.enter(key).await),
+                Some((admission, hint)) => Some(admission.enter(hint).await),
                 None => None,
             };
             inner.call(request).await
@@ -160,14 +153,10 @@ where
     }
 }
 
-/// The push's first block from its metadata; requests without one are read after those with.
-fn first_block<B>(request: &Request<B>) -> u32 {
-    request
-        .headers()
-        .get(FIRST_BLOCK_METADATA)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(u32::MAX)
+/// The part a push says it carries (its metadata), if it says so.
+fn part_hint<B>(request: &Request<B>) -> Option<Hint> {
+    let value = request.headers().get(PART_METADATA)?;
+    Hint::parse(value.to_str().ok()?)
 }
 
 struct MeteredBody {

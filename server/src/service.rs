@@ -16,6 +16,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::admission::{Admission, MODEL_SIZED_IN_FLIGHT};
 use crate::chunks;
 use crate::error::chain;
 use crate::identity::Guard;
@@ -50,6 +51,8 @@ pub struct ServerState {
     message_limit: MessageLimit,
     /// Strict mode (fixed for the job), known without the lock.
     strict: bool,
+    /// Which model-sized request is read next; told what the trainer holds after every change.
+    admission: Arc<Admission>,
 }
 
 #[derive(Clone, PartialEq)]
@@ -78,7 +81,18 @@ impl ServerState {
             guard,
             message_limit,
             strict,
+            admission: Admission::new(MODEL_SIZED_IN_FLIGHT),
         })
+    }
+
+    /// The Training services' reading order (see [`crate::admission`]).
+    pub fn admission(&self) -> Arc<Admission> {
+        self.admission.clone()
+    }
+
+    /// Tells the admission what `trainer` holds now; callers hold the trainer lock.
+    fn publish_holding(&self, trainer: &Trainer) {
+        self.admission.publish(trainer.holding());
     }
 
     /// The Training services' message limit (see [`crate::message_limit`]).
@@ -256,6 +270,7 @@ impl Training for TrainingService {
             if let Some(event) = &released {
                 self.0.broadcast(event);
                 fit_limit(&self.0.message_limit, &trainer);
+                self.0.publish_holding(&trainer);
             }
             released.is_some()
         };
@@ -306,6 +321,7 @@ impl Training for TrainingService {
                 // Delivered under the trainer lock so workers see steps in order.
                 self.0.broadcast(event);
             }
+            self.0.publish_holding(&trainer);
             (outcome, trainer.checkpoint_due().then(|| trainer.is_finished()))
         };
         if outcome.failed {

@@ -109,7 +109,7 @@ pub async fn serve_plaintext(
 /// What a client may send on one stream before the server reads it. Pushes waiting for their
 /// turn (crate::admission) each keep this much in the server; at 4 MiB instead of the shared
 /// 16 MiB, 8 workers' waiting pushes hold 28 MiB instead of 112.
-const RECEIVE_STREAM_WINDOW_BYTES: u32 = 4 << 20;
+pub const RECEIVE_STREAM_WINDOW_BYTES: u32 = 4 << 20;
 
 fn builder(tls: Option<&Credentials>) -> Result<Server, ServeError> {
     let mut builder = Server::builder()
@@ -139,7 +139,7 @@ fn training_service(
     let service = TrainingServer::new(TrainingService(state.clone()))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
-    Limited::new(service, state.message_limit())
+    Limited::new(service, state.message_limit(), state.admission())
 }
 
 fn control_service(state: &Arc<ServerState>, max_message_bytes: usize) -> ControlServer<ControlService> {

@@ -27,6 +27,7 @@ impl Control for ControlService {
         let assignments = {
             let mut trainer = self.0.trainer();
             let assignments = trainer.set_layout(layout)?;
+            self.0.publish_holding(&trainer);
             for (worker, assignment) in assignments.iter().cloned() {
                 self.0.send_to(
                     worker,

@@ -267,7 +267,7 @@ impl Worker<'_> {
         };
         self.stats.gradients_sent += 1;
         let pushed = Instant::now();
-        let result = self.client.push_gradient(with_first_block(request)).await;
+        let result = self.client.push_gradient(with_part_hint(request)).await;
         let send = pushed.elapsed();
         // Exponential average, so one slow round trip does not dominate the straggle delay.
         self.send_time = (self.send_time * 3 + send) / 4;
@@ -311,15 +311,16 @@ impl Worker<'_> {
     }
 }
 
-/// `request` with its first block as metadata: the server reads waiting pushes lowest block
-/// first, so that parts of the reduction tree meet sooner (server/src/admission.rs).
-fn with_first_block(request: GradientRequest) -> tonic::Request<GradientRequest> {
-    let first = request.blocks.first().copied();
+/// `request` with the part it carries as metadata (`STEP/LO/HI`): the server reads waiting
+/// pushes in the order that lets parts of the reduction tree meet (server/src/admission).
+fn with_part_hint(request: GradientRequest) -> tonic::Request<GradientRequest> {
+    let range = request.blocks.first().zip(request.blocks.last());
+    let hint = range.map(|(lo, last)| format!("{}/{lo}/{}", request.step, last + 1));
     let mut request = tonic::Request::new(request);
-    if let Some(value) = first.and_then(|b| b.to_string().parse().ok()) {
+    if let Some(value) = hint.and_then(|h| h.parse().ok()) {
         request
             .metadata_mut()
-            .insert(anyk_proto::transport::FIRST_BLOCK_METADATA, value);
+            .insert(anyk_proto::transport::PART_METADATA, value);
     }
     request
 }

@@ -1,0 +1,165 @@
+//! Which model-sized request the server reads next. Each one being read holds a model's bytes,
+//! and a gradient part that arrives before its sibling in the reduction tree is kept until the
+//! sibling comes (docs/design.md, "Aggregation as parts arrive"). So requests are read one at
+//! a time ([`MODEL_SIZED_IN_FLIGHT`]), a part that joins a waiting sibling first, and a part
+//! that would wait beyond a few others is held back, unread (HTTP/2 flow control keeps its
+//! bytes at the client), until its sibling can be completed ([`policy`]).
+//!
+//! Each request says which part it carries in its metadata ([`PART_METADATA`]). That is only
+//! a hint: it changes the order of reading, never a result (the blocks in the message are what
+//! is aggregated), and a request is never held back longer than [`HOLD_LIMIT`].
+
+pub mod policy;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+pub use anyk_proto::transport::PART_METADATA;
+pub use policy::{Hint, Holding};
+
+/// Model-sized requests (gradient pushes, initial parameters) read at once. One: at 34M
+/// parameters a second costs a model size at the server's peak; on loopback it reads 8
+/// workers' pushes about 15% faster (`cargo run --release -p anyk-server --example loopback`),
+/// about 2% of a step at 8.5M parameters (`anyk local`, 16 steps, 3 runs each).
+pub const MODEL_SIZED_IN_FLIGHT: usize = 1;
+
+/// The longest a request waits while a slot is free: the policy's judgement rests on hints and
+/// on what the trainer last published, so a wrong or stale one costs at most this.
+pub const HOLD_LIMIT: Duration = Duration::from_millis(100);
+
+/// Requests waiting to be read, and what the trainer holds now.
+pub struct Admission(Mutex<State>);
+
+struct State {
+    free: usize,
+    holding: Holding,
+    /// In arrival order.
+    waiting: Vec<Waiter>,
+    arrivals: u64,
+}
+
+struct Waiter {
+    id: u64,
+    hint: Option<Hint>,
+    admit: oneshot::Sender<()>,
+}
+
+/// One slot, held while a request is read and handled; handed on when dropped.
+pub struct Slot(Arc<Admission>);
+
+impl Admission {
+    pub fn new(slots: usize) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(State {
+            free: slots,
+            holding: Holding::default(),
+            waiting: Vec::new(),
+            arrivals: 0,
+        })))
+    }
+
+    /// What the trainer holds changed: waiting requests are judged again.
+    pub fn publish(&self, holding: Holding) {
+        let mut state = self.state();
+        state.holding = holding;
+        state.admit();
+    }
+
+    /// Waits for a slot: until the policy picks this request, or a slot has been free for
+    /// [`HOLD_LIMIT`] while it waited.
+    pub async fn enter(self: Arc<Self>, hint: Option<Hint>) -> Slot {
+        let (admit, mut admitted) = oneshot::channel();
+        let id = {
+            let mut state = self.state();
+            let id = state.arrivals;
+            state.arrivals += 1;
+            state.waiting.push(Waiter { id, hint, admit });
+            state.admit();
+            id
+        };
+        let mut waiting = Waiting {
+            admission: self.clone(),
+            id,
+            admitted: None,
+        };
+        loop {
+            match tokio::time::timeout(HOLD_LIMIT, &mut admitted).await {
+                Ok(_) => break,
+                Err(_) if self.state().force(id) => break,
+                Err(_) => continue,
+            }
+        }
+        waiting.admitted = Some(());
+        Slot(self)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    /// Hands free slots to the requests the policy picks.
+    fn admit(&mut self) {
+        while self.free > 0 {
+            let hints: Vec<Option<Hint>> = self.waiting.iter().map(|w| w.hint).collect();
+            let Some(index) = policy::choose(&self.holding, &hints) else {
+                return;
+            };
+            let waiter = self.waiting.remove(index);
+            // A waiter that gave up takes no slot.
+            if waiter.admit.send(()).is_ok() {
+                self.free -= 1;
+            }
+        }
+    }
+
+    /// Takes a free slot for waiter `id`, past the policy; false if none is free.
+    fn force(&mut self, id: u64) -> bool {
+        if self.free == 0 {
+            return false;
+        }
+        self.free -= 1;
+        self.waiting.retain(|w| w.id != id);
+        true
+    }
+
+    fn leave(&mut self) {
+        self.free += 1;
+        self.admit();
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.state().leave();
+    }
+}
+
+/// A wait that may be given up (the client went away): it leaves the queue, and a slot handed
+/// to it meanwhile is passed on, not lost.
+struct Waiting {
+    admission: Arc<Admission>,
+    id: u64,
+    /// Set once the slot is taken over by a [`Slot`].
+    admitted: Option<()>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if self.admitted.is_some() {
+            return;
+        }
+        let mut state = self.admission.state();
+        let queued = state.waiting.len();
+        state.waiting.retain(|w| w.id != self.id);
+        if state.waiting.len() == queued {
+            // Not queued any more, and no Slot made: it was admitted as it gave up.
+            state.leave();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
