@@ -108,27 +108,34 @@ fn classify(holding: &Holding, hint: Option<Hint>, waiting: &[Option<Hint>]) -> 
     if covered { Class::Completes } else { Class::Held }
 }
 
+/// Step 5 of a job of 8 units of one block each, ((0 1)(2 3))((4 5)(6 7)), holding `present`.
+#[cfg(test)]
+pub(super) fn eight_units(present: &[(u32, u32)]) -> Holding {
+    let units: Vec<(u32, u32)> = (0..8).map(|u| (u, u + 1)).collect();
+    Holding {
+        step: 5,
+        tree: Some(Arc::new(ReductionTree::new(&units))),
+        present: present.to_vec(),
+        strict: false,
+    }
+}
+
+/// A push of unit `u` at step 5.
+#[cfg(test)]
+pub(super) fn unit(u: u32) -> Option<Hint> {
+    Some(Hint {
+        step: 5,
+        lo: u,
+        hi: u + 1,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// 8 units of one block each: ((0 1)(2 3))((4 5)(6 7)).
     fn holding(present: &[(u32, u32)]) -> Holding {
-        let units: Vec<(u32, u32)> = (0..8).map(|u| (u, u + 1)).collect();
-        Holding {
-            step: 5,
-            tree: Some(Arc::new(ReductionTree::new(&units))),
-            present: present.to_vec(),
-            strict: false,
-        }
-    }
-
-    fn unit(u: u32) -> Option<Hint> {
-        Some(Hint {
-            step: 5,
-            lo: u,
-            hi: u + 1,
-        })
+        eight_units(present)
     }
 
     #[test]

@@ -1,27 +1,7 @@
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyk_core::ReductionTree;
-
+use super::policy::{eight_units, unit};
 use super::*;
-
-fn unit(u: u32) -> Option<Hint> {
-    Some(Hint {
-        step: 0,
-        lo: u,
-        hi: u + 1,
-    })
-}
-
-fn eight_units(present: &[(u32, u32)]) -> Holding {
-    let units: Vec<(u32, u32)> = (0..8).map(|u| (u, u + 1)).collect();
-    Holding {
-        step: 0,
-        tree: Some(Arc::new(ReductionTree::new(&units))),
-        present: present.to_vec(),
-        strict: false,
-    }
-}
 
 async fn admitted_within(ms: u64, slot: tokio::task::JoinHandle<Slot>) -> Option<Slot> {
     tokio::time::timeout(Duration::from_millis(ms), slot)

@@ -5,6 +5,7 @@
 mod agreement;
 mod counters;
 mod history;
+mod holding;
 mod late;
 mod layouts;
 mod model;
@@ -19,14 +20,13 @@ use std::time::Instant;
 
 use agreement::Agreement;
 use anyk_core::Layout;
-use anyk_core::aggregate::{Offer, OfferError, StepAggregator};
+use anyk_core::aggregate::{Offer, OfferError};
 use anyk_core::checkpoint::Checkpoint;
 use anyk_core::job::JobIdentity;
 use anyk_core::optimizer::Optimizer;
 use anyk_core::part::Part;
 use anyk_proto::v1::{Assignment, GradientRequest, GradientResponse, WorkerEvent};
 
-use crate::admission::Holding;
 use crate::error::RequestError;
 use crate::settings::Settings;
 use crate::tensor;
@@ -288,18 +288,6 @@ impl Trainer {
             loss: model.loss,
             history: self.history().clone(),
         })
-    }
-
-    /// What the step being collected holds, for the order in which pushes are read.
-    pub fn holding(&self) -> Holding {
-        let model = self.model.as_ref();
-        let aggregator = model.and_then(|m| m.round.as_ref()).map(|r| &r.aggregator);
-        Holding {
-            step: self.step(),
-            tree: aggregator.map(|a| a.tree().clone()),
-            present: aggregator.map(StepAggregator::present).unwrap_or_default(),
-            strict: self.settings.strict,
-        }
     }
 
     /// Whether a checkpoint is due after the step that just completed.
