@@ -1,6 +1,6 @@
 //! Which model-sized request the server reads next. Each one being read holds a model's bytes,
 //! and a gradient part that arrives before its sibling in the reduction tree is kept until the
-//! sibling comes (docs/design.md, "Aggregation as parts arrive"). So requests are read one at
+//! sibling comes (docs/design.md, "Aggregation as parts arrive"). So requests are read two at
 //! a time ([`MODEL_SIZED_IN_FLIGHT`]), a part that joins a waiting sibling first, and a part
 //! that would wait beyond a few others is held back, unread (HTTP/2 flow control keeps its
 //! bytes at the client), until its sibling can be completed ([`policy`]).
@@ -19,15 +19,17 @@ use tokio::sync::oneshot;
 pub use anyk_proto::transport::PART_METADATA;
 pub use policy::{Hint, Holding};
 
-/// Model-sized requests (gradient pushes, initial parameters) read at once. One: at 34M
-/// parameters a second costs a model size at the server's peak; on loopback it reads 8
-/// workers' pushes about 15% faster (`cargo run --release -p anyk-server --example loopback`),
-/// about 2% of a step at 8.5M parameters (`anyk local`, 16 steps, 3 runs each).
-pub const MODEL_SIZED_IN_FLIGHT: usize = 1;
+/// Model-sized requests (gradient pushes, initial parameters) read at once. Two: one read at a
+/// time saves a model size at the server's peak, but on loopback reads 8 workers' pushes about
+/// 15% slower (`cargo run --release -p anyk-server --example loopback`), and made 8.5M steps
+/// 5-7% slower, with and without stragglers (`anyk local`, 20 steps, 2 runs each).
+pub const MODEL_SIZED_IN_FLIGHT: usize = 2;
 
 /// The longest a request waits while a slot is free: the policy's judgement rests on hints and
-/// on what the trainer last published, so a wrong or stale one costs at most this.
-pub const HOLD_LIMIT: Duration = Duration::from_millis(100);
+/// on what the trainer last published, so a wrong or stale one costs at most this. At 100 ms,
+/// reading a 34M-parameter push took longer than the limit and the policy held nothing back
+/// (peak heap 9.7 model sizes); at 1 s, 8.8, with the same step times at 8.5M.
+pub const HOLD_LIMIT: Duration = Duration::from_millis(1000);
 
 /// Requests waiting to be read, and what the trainer holds now.
 pub struct Admission(Mutex<State>);
@@ -37,6 +39,8 @@ struct State {
     holding: Holding,
     /// In arrival order.
     waiting: Vec<Waiter>,
+    /// Admitted and not yet handled, by id: parts on their way into what the trainer holds.
+    reading: Vec<(u64, Option<Hint>)>,
     arrivals: u64,
 }
 
@@ -47,7 +51,7 @@ struct Waiter {
 }
 
 /// One slot, held while a request is read and handled; handed on when dropped.
-pub struct Slot(Arc<Admission>);
+pub struct Slot(Arc<Admission>, u64);
 
 impl Admission {
     pub fn new(slots: usize) -> Arc<Self> {
@@ -55,6 +59,7 @@ impl Admission {
             free: slots,
             holding: Holding::default(),
             waiting: Vec::new(),
+            reading: Vec::new(),
             arrivals: 0,
         })))
     }
@@ -91,7 +96,7 @@ impl Admission {
             }
         }
         waiting.admitted = Some(());
-        Slot(self)
+        Slot(self, id)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -104,13 +109,15 @@ impl State {
     fn admit(&mut self) {
         while self.free > 0 {
             let hints: Vec<Option<Hint>> = self.waiting.iter().map(|w| w.hint).collect();
-            let Some(index) = policy::choose(&self.holding, &hints) else {
+            let reading: Vec<Option<Hint>> = self.reading.iter().map(|r| r.1).collect();
+            let Some(index) = policy::choose(&self.holding, &reading, &hints) else {
                 return;
             };
             let waiter = self.waiting.remove(index);
             // A waiter that gave up takes no slot.
             if waiter.admit.send(()).is_ok() {
                 self.free -= 1;
+                self.reading.push((waiter.id, waiter.hint));
             }
         }
     }
@@ -121,19 +128,22 @@ impl State {
             return false;
         }
         self.free -= 1;
+        let hint = self.waiting.iter().find(|w| w.id == id).and_then(|w| w.hint);
         self.waiting.retain(|w| w.id != id);
+        self.reading.push((id, hint));
         true
     }
 
-    fn leave(&mut self) {
+    fn leave(&mut self, id: u64) {
         self.free += 1;
+        self.reading.retain(|r| r.0 != id);
         self.admit();
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.state().leave();
+        self.0.state().leave(self.1);
     }
 }
 
@@ -156,7 +166,7 @@ impl Drop for Waiting {
         state.waiting.retain(|w| w.id != self.id);
         if state.waiting.len() == queued {
             // Not queued any more, and no Slot made: it was admitted as it gave up.
-            state.leave();
+            state.leave(self.id);
         }
     }
 }

@@ -4,8 +4,10 @@
 //! A part whose sibling is here is read first: it joins at once and frees memory. A part that
 //! would have to wait for its sibling is read while fewer than [`PARTS_KEPT`] parts wait; beyond
 //! that, only if what is here and what waits to be read completes its sibling (so that it is
-//! joined soon), else it is held back until its sibling arrives. Requests that say nothing
-//! about themselves, or belong to another step, are never held back.
+//! joined soon), else it is held back until its sibling arrives. A part whose sibling was late
+//! last step is not held back (its sibling comes last, from backups: holding would only put its
+//! reading after theirs); nor are requests that say nothing about themselves, or belong to
+//! another step.
 
 use std::sync::Arc;
 
@@ -14,8 +16,10 @@ use anyk_core::ReductionTree;
 /// Parts the server keeps waiting for their siblings before it holds back more of them: at
 /// most this many, one more whose sibling is on its way, and the one being read are in memory
 /// beside parameters and Adam's two moments (docs/design.md, "Aggregation as parts arrive").
-/// Measured with heaptrack at 34M parameters, 8 workers, 8 steps: peak heap 9.0 model sizes
-/// without holding back, 8.6 with 3 kept, 7.7 with 2; step time within run-to-run noise.
+/// Measured with `bench/server-heap` (34M parameters, 8 workers, 8 steps, two requests read at
+/// once): peak heap 8.8 model sizes with 2 kept, 8.6 with 1, but with 1 steps with stragglers
+/// took 1.8x longer (8.5M, 2 workers 5x slow): parts waited the hold limit for siblings still
+/// being computed.
 pub const PARTS_KEPT: usize = 2;
 
 /// What a request says about the part it carries (its metadata): step and blocks lo..hi.
@@ -49,6 +53,9 @@ pub struct Holding {
     pub tree: Option<Arc<ReductionTree>>,
     /// Block ranges of the parts here (waiting for their siblings).
     pub present: Vec<(u32, u32)>,
+    /// Blocks whose first holder was late last step: their parts come last this step (from
+    /// backups), so holding back a part that waits for them would only delay the step.
+    pub late: Vec<u32>,
     /// Strict mode keeps copies until they are confirmed: nothing is held back there.
     pub strict: bool,
 }
@@ -67,8 +74,13 @@ enum Class {
 }
 
 /// The index (into `waiting`, in arrival order) of the request to read next; `None` holds them
-/// all back until something changes.
-pub fn choose(holding: &Holding, waiting: &[Option<Hint>]) -> Option<usize> {
+/// all back until something changes. Parts being read count as held already: they are on
+/// their way in.
+pub fn choose(holding: &Holding, reading: &[Option<Hint>], waiting: &[Option<Hint>]) -> Option<usize> {
+    let mut holding = holding.clone();
+    let incoming = reading.iter().flatten().filter(|h| h.step == holding.step);
+    holding.present.extend(incoming.map(|h| (h.lo, h.hi)));
+    let holding = &holding;
     let rank = |(i, hint): (usize, &Option<Hint>)| {
         let class = classify(holding, *hint, waiting);
         (class, hint.map_or(u32::MAX, |h| h.lo), i)
@@ -94,7 +106,8 @@ fn classify(holding: &Holding, hint: Option<Hint>, waiting: &[Option<Hint>]) -> 
     if holding.present.contains(&sibling) {
         return Class::Joins;
     }
-    if holding.strict || holding.present.len() < PARTS_KEPT {
+    let sibling_late = holding.late.iter().any(|b| (sibling.0..sibling.1).contains(b));
+    if holding.strict || sibling_late || holding.present.len() < PARTS_KEPT {
         return Class::Kept;
     }
     let step_ranges = waiting
@@ -116,6 +129,7 @@ pub(super) fn eight_units(present: &[(u32, u32)]) -> Holding {
         step: 5,
         tree: Some(Arc::new(ReductionTree::new(&units))),
         present: present.to_vec(),
+        late: Vec::new(),
         strict: false,
     }
 }
@@ -154,40 +168,62 @@ mod tests {
     #[test]
     fn a_part_that_joins_goes_first_then_the_lowest() {
         let h = holding(&[(4, 5)]);
-        assert_eq!(choose(&h, &[unit(2), unit(5), unit(0)]), Some(1));
-        assert_eq!(choose(&h, &[unit(2), unit(6), unit(0)]), Some(2));
-        assert_eq!(choose(&h, &[]), None);
+        assert_eq!(choose(&h, &[], &[unit(2), unit(5), unit(0)]), Some(1));
+        assert_eq!(choose(&h, &[], &[unit(2), unit(6), unit(0)]), Some(2));
+        assert_eq!(choose(&h, &[], &[]), None);
     }
 
     #[test]
     fn beyond_the_limit_a_part_waits_unless_its_sibling_can_be_completed() {
         let h = holding(&[(0, 2), (4, 5), (6, 7)]);
         // Unit 2's sibling (unit 3) has not arrived: held back.
-        assert_eq!(choose(&h, &[unit(2)]), None);
+        assert_eq!(choose(&h, &[], &[unit(2)]), None);
         // Unit 3 waits to be read too: unit 2 goes (and unit 3 joins it next).
-        assert_eq!(choose(&h, &[unit(3), unit(2)]), Some(1));
+        assert_eq!(choose(&h, &[], &[unit(3), unit(2)]), Some(1));
+        // Unit 3 being read counts as held: unit 2 joins it.
+        assert_eq!(choose(&h, &[unit(3)], &[unit(2)]), Some(0));
+        // Parts being read count towards the limit.
+        assert_eq!(
+            choose(&holding(&[]), &[unit(4)], &[unit(6)]),
+            Some(0),
+            "one: under it"
+        );
+        assert_eq!(
+            choose(&holding(&[(0, 2)]), &[unit(4)], &[unit(6)]),
+            None,
+            "two: at it"
+        );
         // A part of unit 5 or 7 joins at once, whatever the limit.
-        assert_eq!(choose(&h, &[unit(2), unit(7)]), Some(1));
+        assert_eq!(choose(&h, &[], &[unit(2), unit(7)]), Some(1));
     }
 
     #[test]
     fn unknown_redundant_and_other_steps_are_never_held() {
         let h = holding(&[(0, 2), (4, 5), (6, 7)]);
-        assert_eq!(choose(&h, &[unit(2), None]), Some(1));
+        assert_eq!(choose(&h, &[], &[unit(2), None]), Some(1));
         let old = Some(Hint {
             step: 4,
             lo: 2,
             hi: 3,
         });
-        assert_eq!(choose(&h, &[unit(2), old]), Some(1));
+        assert_eq!(choose(&h, &[], &[unit(2), old]), Some(1));
         let inside = Some(Hint {
             step: 5,
             lo: 1,
             hi: 2,
         });
-        assert_eq!(choose(&h, &[unit(2), inside]), Some(1));
+        assert_eq!(choose(&h, &[], &[unit(2), inside]), Some(1));
+        let late = Holding {
+            late: vec![3],
+            ..h.clone()
+        };
+        assert_eq!(
+            choose(&late, &[], &[unit(2)]),
+            Some(0),
+            "its sibling comes last: no use waiting"
+        );
         let strict = Holding { strict: true, ..h };
-        assert_eq!(choose(&strict, &[unit(2)]), Some(0));
-        assert_eq!(choose(&Holding::default(), &[unit(2)]), Some(0));
+        assert_eq!(choose(&strict, &[], &[unit(2)]), Some(0));
+        assert_eq!(choose(&Holding::default(), &[], &[unit(2)]), Some(0));
     }
 }
