@@ -1,18 +1,17 @@
 //! Which model-sized request the server reads next. Each one being read holds a model's bytes,
 //! and a gradient part that arrives before its sibling in the reduction tree is kept until the
-//! sibling comes (docs/design.md, "Aggregation as parts arrive"). So requests are read two at
-//! a time ([`MODEL_SIZED_IN_FLIGHT`]), a part that joins a waiting sibling first, and a part
-//! that would wait beyond a few others is held back, unread (HTTP/2 flow control keeps its
-//! bytes at the client), until its sibling can be completed ([`policy`]).
+//! sibling comes (docs/design.md, "Aggregation as parts arrive"). So requests are read two at a
+//! time ([`MODEL_SIZED_IN_FLIGHT`]), the waiting ones in the order [`policy`] picks: a part that
+//! joins a sibling first, then the lowest blocks; the others wait unread, HTTP/2 flow control
+//! keeping their bytes at the client.
 //!
 //! Each request says which part it carries in its metadata ([`PART_METADATA`]). That is only
 //! a hint: it changes the order of reading, never a result (the blocks in the message are what
-//! is aggregated), and a request is never held back longer than [`HOLD_LIMIT`].
+//! is aggregated).
 
 pub mod policy;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -24,12 +23,6 @@ pub use policy::{Hint, Holding};
 /// 15% slower (`cargo run --release -p anyk-server --example loopback`), and made 8.5M steps
 /// 5-7% slower, with and without stragglers (`anyk local`, 20 steps, 2 runs each).
 pub const MODEL_SIZED_IN_FLIGHT: usize = 2;
-
-/// The longest a request waits while a slot is free: the policy's judgement rests on hints and
-/// on what the trainer last published, so a wrong or stale one costs at most this. At 100 ms,
-/// reading a 34M-parameter push took longer than the limit and the policy held nothing back
-/// (peak heap 9.7 model sizes); at 1 s, 8.8, with the same step times at 8.5M.
-pub const HOLD_LIMIT: Duration = Duration::from_millis(1000);
 
 /// Requests waiting to be read, and what the trainer holds now.
 pub struct Admission(Mutex<State>);
@@ -71,8 +64,7 @@ impl Admission {
         state.admit();
     }
 
-    /// Waits for a slot: until the policy picks this request, or a slot has been free for
-    /// [`HOLD_LIMIT`] while it waited.
+    /// Waits until the policy picks this request for a free slot.
     pub async fn enter(self: Arc<Self>, hint: Option<Hint>) -> Slot {
         let (admit, mut admitted) = oneshot::channel();
         let id = {
@@ -88,13 +80,8 @@ impl Admission {
             id,
             admitted: None,
         };
-        loop {
-            match tokio::time::timeout(HOLD_LIMIT, &mut admitted).await {
-                Ok(_) => break,
-                Err(_) if self.state().force(id) => break,
-                Err(_) => continue,
-            }
-        }
+        // The sender is dropped unsent only with its waiter, which is this future.
+        let _ = (&mut admitted).await;
         waiting.admitted = Some(());
         Slot(self, id)
     }
@@ -120,18 +107,6 @@ impl State {
                 self.reading.push((waiter.id, waiter.hint));
             }
         }
-    }
-
-    /// Takes a free slot for waiter `id`, past the policy; false if none is free.
-    fn force(&mut self, id: u64) -> bool {
-        if self.free == 0 {
-            return false;
-        }
-        self.free -= 1;
-        let hint = self.waiting.iter().find(|w| w.id == id).and_then(|w| w.hint);
-        self.waiting.retain(|w| w.id != id);
-        self.reading.push((id, hint));
-        true
     }
 
     fn leave(&mut self, id: u64) {

@@ -14,8 +14,6 @@ impl Trainer {
             step: self.step(),
             tree: aggregator.map(|a| a.tree().clone()),
             present: aggregator.map(StepAggregator::present).unwrap_or_default(),
-            late: model.map(|m| m.late.blocks.clone()).unwrap_or_default(),
-            strict: self.settings.strict,
         }
     }
 }
