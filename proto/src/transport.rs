@@ -15,6 +15,11 @@ pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 /// part it carries. A hint for the order in which the server reads waiting pushes
 /// (server/src/admission); the message's own fields are what count.
 pub const PART_METADATA: &str = "anyk-part";
+
+/// The [`PART_METADATA`] value of a part of `step` with blocks `lo..hi`.
+pub fn part_metadata(step: u64, lo: u32, hi: u32) -> String {
+    format!("{step}/{lo}/{hi}")
+}
 pub const STREAM_WINDOW_BYTES: u32 = 16 << 20;
 pub const CONNECTION_WINDOW_BYTES: u32 = 64 << 20;
 

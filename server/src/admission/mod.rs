@@ -78,11 +78,11 @@ impl Admission {
         let mut waiting = Waiting {
             admission: self.clone(),
             id,
-            admitted: None,
+            admitted: false,
         };
         // The sender is dropped unsent only with its waiter, which is this future.
         let _ = (&mut admitted).await;
-        waiting.admitted = Some(());
+        waiting.admitted = true;
         Slot(self, id)
     }
 
@@ -128,12 +128,12 @@ struct Waiting {
     admission: Arc<Admission>,
     id: u64,
     /// Set once the slot is taken over by a [`Slot`].
-    admitted: Option<()>,
+    admitted: bool,
 }
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        if self.admitted.is_some() {
+        if self.admitted {
             return;
         }
         let mut state = self.admission.state();

@@ -35,7 +35,7 @@ impl Hint {
     }
 
     pub fn format(&self) -> String {
-        format!("{}/{}/{}", self.step, self.lo, self.hi)
+        anyk_proto::transport::part_metadata(self.step, self.lo, self.hi)
     }
 }
 

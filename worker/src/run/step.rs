@@ -315,7 +315,7 @@ impl Worker<'_> {
 /// pushes in the order that lets parts of the reduction tree meet (server/src/admission).
 fn with_part_hint(request: GradientRequest) -> tonic::Request<GradientRequest> {
     let range = request.blocks.first().zip(request.blocks.last());
-    let hint = range.map(|(lo, last)| format!("{}/{lo}/{}", request.step, last + 1));
+    let hint = range.map(|(&lo, &last)| anyk_proto::transport::part_metadata(request.step, lo, last + 1));
     let mut request = tonic::Request::new(request);
     if let Some(value) = hint.and_then(|h| h.parse().ok()) {
         request
