@@ -25,6 +25,12 @@ def main():
         rows.append((size, params, s, m))
 
     print("anyk build:", open(f"{out}/anyk-build").read().strip())
+    try:
+        precision = open(f"{out}/precision").read().strip()
+    except FileNotFoundError:
+        precision = "f32"
+    if precision != "f32":
+        print(f"gradient precision: {precision} (anyk --gradient-precision {precision}; DDP bf16_compress_hook)")
     print("\nstep time, mean ms (anyk: first step excluded; DDP: after 5 warm-up steps; anyk with")
     print("--numerics native but for 'coded repro', its default reproducible profile)")
     print(f"{'model':>6} {'params':>10} {'steps':>5} | {'anyk coded':>10} {'anyk sync':>10} "

@@ -53,6 +53,23 @@ fn faults_within_tolerance_do_not_change_a_bit() {
     assert_eq!(clean["param_sha256"], sync["param_sha256"]);
 }
 
+/// bf16 gradients (anyk_core::precision): each unit rounded once, whoever computed it, so
+/// stragglers, kills and the uncoded baseline still give the same bits; not those of f32.
+#[test]
+fn bf16_gradients_are_exact_under_faults_and_differ_from_f32() {
+    let job = ["--steps", "40", "--gradient-precision", "bf16"];
+    let (clean, out) = local(&[&job[..], &["--no-faults"]].concat());
+    assert!(stdout(&out).contains("bf16 gradients"), "{}", stdout(&out));
+    let (faulty, _) = local(&[&job[..], &["--straggle", "1:5", "--kill", "2@15"]].concat());
+    assert_eq!(faulty["workers_killed"], 1);
+    assert_eq!(clean["param_sha256"], faulty["param_sha256"]);
+    let (sync, _) = local(&[&job[..], &["--baseline", "sync", "--no-faults"]].concat());
+    assert_eq!(clean["param_sha256"], sync["param_sha256"]);
+    let (f32_run, _) = local(&["--steps", "40", "--no-faults"]);
+    assert_ne!(clean["param_sha256"], f32_run["param_sha256"]);
+    assert!(clean["final_test_accuracy"].as_f64().unwrap() > 0.9, "{clean}");
+}
+
 #[test]
 fn fractional_layouts_heal_without_changing_a_bit() {
     let job = [
@@ -89,6 +106,14 @@ fn bad_arguments_name_the_problem() {
     assert!(stderr(&out).contains("avx512"), "{}", stderr(&out));
     let out = anyk(&["local", "--numerics", "fast"]);
     assert!(stderr(&out).contains("native"), "{}", stderr(&out));
+    let out = anyk(&["local", "--gradient-precision", "fp8"]);
+    assert!(stderr(&out).contains("bf16"), "{}", stderr(&out));
+    let out = anyk(&["local", "--gradient-precision", "bf16", "--strict"]);
+    assert!(
+        stderr(&out).contains("cannot be used with '--strict'"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A user's own PyTorch model: a TorchScript file made by real PyTorch, trained through tch.

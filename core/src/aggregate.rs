@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::part::Part;
+use crate::precision::GradientPrecision;
 use crate::reduction::{NodeId, ReductionTree};
 
 /// What happened to one offered gradient.
@@ -28,6 +29,16 @@ pub enum OfferError {
     NotANode { blocks: Vec<u32> },
     #[error("gradient has {got} values, the model has {want} parameters")]
     WrongLength { got: usize, want: usize },
+    #[error(
+        "blocks {lo}..{hi} span several reduction units: with bf16 gradients each unit is rounded on its own, so a part is at most one unit"
+    )]
+    AboveUnit { lo: u32, hi: u32 },
+    #[error(
+        "a bf16 gradient for blocks {lo}..{hi}, which are not one reduction unit (only whole units are rounded to bf16)"
+    )]
+    Bf16NotAUnit { lo: u32, hi: u32 },
+    #[error("a bf16 gradient in a job whose gradients are f32")]
+    Bf16NotExpected,
 }
 
 /// Collects one step's gradients as sums of reduction-tree nodes, combining a node with its
@@ -37,6 +48,8 @@ pub struct StepAggregator {
     tree: Arc<ReductionTree>,
     blocks: u32,
     params: usize,
+    /// In bf16, every unit's sum is rounded once it is complete ([`crate::precision`]).
+    precision: GradientPrecision,
     /// The nodes whose sums are here, none inside another; a node that arrived and has not met
     /// its sibling yet is still the bytes it arrived in.
     present: BTreeMap<NodeId, Part>,
@@ -49,8 +62,14 @@ impl StepAggregator {
             tree,
             blocks,
             params,
+            precision: GradientPrecision::F32,
             present: BTreeMap::new(),
         }
+    }
+
+    /// The same aggregator for gradients of `precision`.
+    pub fn with_precision(self, precision: GradientPrecision) -> Self {
+        Self { precision, ..self }
     }
 
     /// Whether `block` already has a gradient (its own, or within a node's sum).
@@ -107,6 +126,7 @@ impl StepAggregator {
         let node = self.node_of(blocks).ok_or_else(|| OfferError::NotANode {
             blocks: blocks.to_vec(),
         })?;
+        self.check_precision(node, &gradient)?;
         if self.present.keys().any(|&p| self.tree.contains(p, node)) {
             return Ok(Offer::Redundant);
         }
@@ -149,10 +169,29 @@ impl StepAggregator {
         consecutive.then(|| self.tree.node(lo, last + 1)).flatten()
     }
 
-    /// Stores `node`'s sum, then joins it with its sibling while the sibling is here.
+    /// Whether a part of `node` in `gradient`'s form fits the job's precision: in bf16 a part is
+    /// at most one unit (the server rounds each unit itself), and only a whole unit comes as bf16.
+    fn check_precision(&self, node: NodeId, gradient: &Part) -> Result<(), OfferError> {
+        let (lo, hi) = self.tree.range(node);
+        match self.precision {
+            GradientPrecision::F32 if gradient.is_bf16() => Err(OfferError::Bf16NotExpected),
+            GradientPrecision::F32 => Ok(()),
+            GradientPrecision::Bf16 if !self.tree.within_unit(node) => Err(OfferError::AboveUnit { lo, hi }),
+            GradientPrecision::Bf16 if gradient.is_bf16() && !self.tree.is_unit(node) => {
+                Err(OfferError::Bf16NotAUnit { lo, hi })
+            }
+            GradientPrecision::Bf16 => Ok(()),
+        }
+    }
+
+    /// Stores `node`'s sum, then joins it with its sibling while the sibling is here. In bf16, a
+    /// unit's sum is rounded when it is complete, whoever sent it and in however many parts.
     fn insert(&mut self, mut node: NodeId, mut sum: Part) {
-        while let Some(sibling) = self.tree.sibling(node) {
-            let Some(other) = self.present.remove(&sibling) else {
+        loop {
+            if self.precision == GradientPrecision::Bf16 && self.tree.is_unit(node) {
+                sum = sum.rounded_to_bf16();
+            }
+            let Some(other) = self.tree.sibling(node).and_then(|s| self.present.remove(&s)) else {
                 break;
             };
             sum = sum.join(other);
@@ -332,3 +371,7 @@ mod tests {
         assert!(agg.covered().is_empty());
     }
 }
+
+#[cfg(test)]
+#[path = "aggregate_bf16_tests.rs"]
+mod bf16_tests;

@@ -230,6 +230,7 @@ mod tests {
                     batch: 32,
                     blocks: 6,
                     optimizer: OptimizerConfig::adam(0.01),
+                    gradients: Default::default(),
                 },
                 units: vec![(0, 6)],
                 params: 3,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::optimizer::OptimizerConfig;
+use crate::precision::GradientPrecision;
 
 /// What a server is configured with that decides the result: compared on resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -19,6 +20,9 @@ pub struct JobConfig {
     pub batch: u32,
     pub blocks: u32,
     pub optimizer: OptimizerConfig,
+    /// Checkpoints written before the field existed are f32 jobs.
+    #[serde(default)]
+    pub gradients: GradientPrecision,
 }
 
 /// Everything that decides a checkpoint's result: the configuration, the reduction units of
@@ -74,6 +78,7 @@ impl JobConfig {
         let (kind, numbers) = optimizer_fields(&self.optimizer);
         fields.push(("optimizer", format!("optimizer {kind}")));
         fields.extend(numbers.into_iter().map(|(name, v)| (name, format!("{name} {v}"))));
+        fields.push(("gradients", format!("{} gradients", self.gradients)));
         fields
     }
 }
@@ -101,6 +106,10 @@ impl JobIdentity {
         out.push_str(&format!("optimizer={kind}\n"));
         for (name, value) in numbers {
             out.push_str(&format!("{name}={:08x}\n", value.to_bits()));
+        }
+        // Added after v1; an f32 job's line is left out, so its digests stay what they were.
+        if c.gradients != GradientPrecision::F32 {
+            out.push_str(&format!("gradients={}\n", c.gradients));
         }
         let units: Vec<String> = self.units.iter().map(|(lo, hi)| format!("{lo}-{hi}")).collect();
         out.push_str(&format!("units={}\nparams={}\n", units.join(","), self.params));
@@ -136,6 +145,7 @@ mod tests {
                 batch: 32,
                 blocks: 24,
                 optimizer: OptimizerConfig::adam(0.01),
+                gradients: GradientPrecision::F32,
             },
             units: vec![(0, 12), (12, 24)],
             params: 1000,
@@ -164,6 +174,7 @@ mod tests {
                 *beta2 = 0.99;
             }
         });
+        vary(&|v| v.config.gradients = GradientPrecision::Bf16);
         vary(&|v| v.units = vec![(0, 24)]);
         vary(&|v| v.params = 1001);
         variants.push(base.digest());
@@ -204,5 +215,30 @@ mod tests {
         let err = saved.check(&ours).unwrap_err();
         assert_eq!(err.saved, ["job id \"0b1c-uid\"", "lr 0.01"]);
         assert_eq!(err.ours, ["no job id", "lr 0.001"]);
+        let ours = JobConfig {
+            gradients: GradientPrecision::Bf16,
+            ..saved.clone()
+        };
+        assert_eq!(
+            saved.check(&ours).unwrap_err().to_string(),
+            "it was written by another job (f32 gradients; this server has bf16 gradients)"
+        );
+    }
+
+    #[test]
+    fn an_f32_job_keeps_the_digest_it_had_before_gradients_were_recorded() {
+        // The digest of `identity()` before the field existed (anyk-job-v1 without a gradients line).
+        assert_eq!(
+            identity().digest(),
+            hex::encode(Sha256::digest(
+                "anyk-job-v1\njob_id=8:0b1c-uid\nseed=1\nbatch=32\nblocks=24\noptimizer=adam\n\
+                 lr=3c23d70a\nbeta1=3f666666\nbeta2=3f7fbe77\neps=322bcc77\nunits=0-12,12-24\nparams=1000\n"
+            ))
+        );
+        let old: JobConfig = serde_json::from_str(
+            r#"{"seed":1,"batch":32,"blocks":24,"optimizer":{"kind":"adam","lr":0.01,"beta1":0.9,"beta2":0.999,"eps":1e-8}}"#,
+        )
+        .unwrap();
+        assert_eq!(old.gradients, GradientPrecision::F32);
     }
 }

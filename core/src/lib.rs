@@ -6,6 +6,7 @@
 //! - [`repair`]: a new layout after losses (only lost copies move) or joins (minimal moves).
 //! - [`reduction`]: the job's fixed reduction tree: in which association gradients are summed.
 //! - [`aggregate`]: exact, order-independent reduction of one step's gradients along that tree.
+//! - [`precision`]: gradients in f32 or rounded to bfloat16 at the tree's units.
 //! - [`heal`]: the self-healing policy shared by the operator and `anyk local`.
 //! - [`optimizer`], [`minibatch`], [`checkpoint`], [`digest`]: the deterministic training arithmetic.
 //! - [`dataset`]: a data set's files and manifest on disk.
@@ -26,6 +27,7 @@ pub mod model_contract;
 pub mod numerics;
 pub mod optimizer;
 pub mod part;
+pub mod precision;
 pub mod reduction;
 pub mod repair;
 pub mod tensor_bytes;
@@ -36,5 +38,6 @@ pub use layout::{Layout, PlanError, Scheme, plan, uncoded};
 pub use model_contract::ModelContract;
 pub use numerics::Numerics;
 pub use optimizer::OptimizerKind;
+pub use precision::GradientPrecision;
 pub use reduction::ReductionTree;
 pub use repair::{Move, RepairError, rebalance, repair};

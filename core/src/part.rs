@@ -5,13 +5,15 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::precision;
 use crate::tensor_bytes::{self, RaggedBytes};
 
 /// A gradient (or a sum of gradients) over the model's parameters.
 #[derive(Debug, Clone)]
 pub struct Part(Repr);
 
-/// Wire forms hold a whole number of little-endian f32 values (checked when made).
+/// Wire forms hold a whole number of little-endian f32 values (bf16: 2-byte values), checked
+/// when made.
 #[derive(Debug, Clone)]
 enum Repr {
     Values(Vec<f32>),
@@ -19,6 +21,9 @@ enum Repr {
     Shared(Bytes),
     /// Received bytes this part owns alone, summed into in place.
     Owned(BytesMut),
+    /// A unit's sum received as bfloat16 ([`crate::precision`]): half the bytes while it waits
+    /// for its sibling; widened (exactly) where it is added.
+    Bf16(Bytes),
 }
 
 impl Part {
@@ -30,13 +35,55 @@ impl Part {
         Ok(Self(Repr::Shared(bytes)))
     }
 
+    /// A part kept as the little-endian bfloat16 bytes it arrived in (2 per value).
+    pub fn wire_bf16(bytes: Bytes) -> Result<Self, RaggedBytes> {
+        if !bytes.len().is_multiple_of(2) {
+            return Err(RaggedBytes { len: bytes.len() });
+        }
+        Ok(Self(Repr::Bf16(bytes)))
+    }
+
     /// How many values it has.
     pub fn len(&self) -> usize {
         match &self.0 {
             Repr::Values(v) => v.len(),
             Repr::Shared(b) => b.len() / 4,
             Repr::Owned(b) => b.len() / 4,
+            Repr::Bf16(b) => b.len() / 2,
         }
+    }
+
+    /// Whether it arrived as bfloat16.
+    pub fn is_bf16(&self) -> bool {
+        matches!(self.0, Repr::Bf16(_))
+    }
+
+    /// Its values rounded to bfloat16 (in place where it can be written; a bf16 part already
+    /// is). Rounding twice changes nothing, so a unit rounded by its sender stays as it came.
+    pub fn rounded_to_bf16(self) -> Part {
+        let repr = match self.0 {
+            Repr::Values(mut v) => {
+                precision::round_in_place(&mut v);
+                Repr::Values(v)
+            }
+            Repr::Owned(mut b) => {
+                precision::round_le_in_place(&mut b);
+                Repr::Owned(b)
+            }
+            Repr::Shared(b) => match b.try_into_mut() {
+                Ok(mut b) => {
+                    precision::round_le_in_place(&mut b);
+                    Repr::Owned(b)
+                }
+                Err(b) => {
+                    let mut v = tensor_bytes::from_bytes(&b).unwrap_or_default();
+                    precision::round_in_place(&mut v);
+                    Repr::Values(v)
+                }
+            },
+            bf16 @ Repr::Bf16(_) => bf16,
+        };
+        Part(repr)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -49,6 +96,7 @@ impl Part {
             Repr::Values(v) => v,
             Repr::Shared(b) => tensor_bytes::from_bytes(&b).unwrap_or_default(),
             Repr::Owned(b) => tensor_bytes::from_bytes(&b).unwrap_or_default(),
+            Repr::Bf16(b) => precision::bf16_le_values(&b).collect(),
         }
     }
 
@@ -56,6 +104,7 @@ impl Part {
     pub fn first_non_finite(&self) -> Option<(usize, f32)> {
         match &self.0 {
             Repr::Values(v) => tensor_bytes::first_non_finite(v),
+            Repr::Bf16(b) => precision::first_non_finite_bf16_le(b),
             wire => tensor_bytes::first_non_finite_le(wire.le_bytes()),
         }
     }
@@ -71,8 +120,24 @@ impl Part {
                 Repr::Values(acc)
             }
             (Repr::Owned(mut acc), b) | (b, Repr::Owned(mut acc)) => {
-                tensor_bytes::add_le_into_le(&mut acc, b.le_bytes());
+                b.add_to_le(&mut acc);
                 Repr::Owned(acc)
+            }
+            (Repr::Shared(a), Repr::Bf16(b)) | (Repr::Bf16(b), Repr::Shared(a)) => match a.try_into_mut() {
+                Ok(mut acc) => {
+                    precision::add_bf16_le_into_le(&mut acc, &b);
+                    Repr::Owned(acc)
+                }
+                Err(a) => {
+                    let mut acc = tensor_bytes::from_bytes(&a).unwrap_or_default();
+                    precision::add_bf16_le_into(&mut acc, &b);
+                    Repr::Values(acc)
+                }
+            },
+            (Repr::Bf16(a), Repr::Bf16(b)) => {
+                let mut acc: Vec<f32> = precision::bf16_le_values(&a).collect();
+                precision::add_bf16_le_into(&mut acc, &b);
+                Repr::Values(acc)
             }
             (Repr::Shared(a), Repr::Shared(b)) => match a.try_into_mut() {
                 Ok(mut acc) => {
@@ -103,18 +168,32 @@ impl Part {
                         tensor_bytes::from_bytes(bytes).unwrap_or_default(),
                     )
             }
+            (a @ Repr::Bf16(_), b) | (b, a @ Repr::Bf16(_)) => bits_equal(a.values(), b.values()),
             (a, b) => a.le_bytes() == b.le_bytes(),
         }
     }
 }
 
 impl Repr {
-    /// The wire bytes (empty for values, which callers handle first).
+    /// The f32 wire bytes (empty for values and bf16, which callers handle first).
     fn le_bytes(&self) -> &[u8] {
         match self {
-            Repr::Values(_) => &[],
+            Repr::Values(_) | Repr::Bf16(_) => &[],
             Repr::Shared(b) => b,
             Repr::Owned(b) => b,
+        }
+    }
+
+    /// Its values one by one (decoded as they go).
+    fn values(&self) -> Box<dyn Iterator<Item = f32> + '_> {
+        match self {
+            Repr::Values(v) => Box::new(v.iter().copied()),
+            Repr::Bf16(b) => Box::new(precision::bf16_le_values(b)),
+            wire => Box::new(
+                tensor_bytes::from_bytes(wire.le_bytes())
+                    .unwrap_or_default()
+                    .into_iter(),
+            ),
         }
     }
 
@@ -122,7 +201,17 @@ impl Repr {
     fn add_to(&self, acc: &mut [f32]) {
         match self {
             Repr::Values(v) => crate::aggregate::add_into(acc, v),
+            Repr::Bf16(b) => precision::add_bf16_le_into(acc, b),
             wire => tensor_bytes::add_le_into(acc, wire.le_bytes()),
+        }
+    }
+
+    /// `acc += self` with the accumulator in little-endian f32 bytes.
+    fn add_to_le(&self, acc: &mut [u8]) {
+        match self {
+            Repr::Bf16(b) => precision::add_bf16_le_into_le(acc, b),
+            Repr::Values(v) => tensor_bytes::add_le_into_le(acc, &tensor_bytes::to_bytes(v)),
+            wire => tensor_bytes::add_le_into_le(acc, wire.le_bytes()),
         }
     }
 }
@@ -165,6 +254,59 @@ mod tests {
         ] {
             assert_eq!(bits(x.join(y).into_values()), want);
         }
+    }
+
+    #[test]
+    fn bf16_parts_join_every_form_as_their_widened_values() {
+        let a = vec![0.1f32, -7.25, 1.0e-40, 5.0];
+        let b = vec![0.7f32, 7.25, 2.0e-40, -1.0e30];
+        let bf16 = |v: &[f32]| {
+            let bytes = crate::precision::bf16_le_from_f32_le(&tensor_bytes::to_bytes(v));
+            Part::wire_bf16(Bytes::from(bytes)).unwrap()
+        };
+        let widened = |v: &[f32]| bf16(v).into_values();
+        assert_eq!(bf16(&a).len(), 4);
+        let sum = |x: Vec<f32>, y: Vec<f32>| bits(Part::from(x).join(Part::from(y)).into_values());
+        for (x, y, want) in [
+            (bf16(&a), Part::from(b.clone()), sum(widened(&a), b.clone())),
+            (wire(&b), bf16(&a), sum(b.clone(), widened(&a))),
+            (bf16(&a), bf16(&b), sum(widened(&a), widened(&b))),
+        ] {
+            assert_eq!(bits(x.join(y).into_values()), want);
+        }
+        let shared = Bytes::from(tensor_bytes::to_bytes(&b));
+        let kept = Part::wire(shared.clone()).unwrap().join(bf16(&a));
+        assert_eq!(bits(kept.into_values()), sum(b.clone(), widened(&a)));
+        assert_eq!(
+            &shared[..],
+            &tensor_bytes::to_bytes(&b)[..],
+            "a shared operand is untouched"
+        );
+        assert!(Part::wire_bf16(Bytes::from_static(&[1, 2, 3])).is_err());
+    }
+
+    #[test]
+    fn rounding_to_bf16_is_the_same_in_every_form_and_keeps_bf16_parts() {
+        let v = vec![0.1f32, -3.3e-39, 12345.678];
+        let mut want = v.clone();
+        crate::precision::round_in_place(&mut want);
+        let shared = Bytes::from(tensor_bytes::to_bytes(&v));
+        for part in [
+            Part::from(v.clone()),
+            wire(&v),
+            Part::wire(shared.clone()).unwrap(),
+        ] {
+            assert_eq!(bits(part.rounded_to_bf16().into_values()), bits(want.clone()));
+        }
+        assert_eq!(
+            &shared[..],
+            &tensor_bytes::to_bytes(&v)[..],
+            "a shared operand is untouched"
+        );
+        let bytes = crate::precision::bf16_le_from_f32_le(&tensor_bytes::to_bytes(&v));
+        let bf16 = Part::wire_bf16(Bytes::from(bytes)).unwrap().rounded_to_bf16();
+        assert!(bf16.is_bf16());
+        assert_eq!(bits(bf16.into_values()), bits(want));
     }
 
     #[test]

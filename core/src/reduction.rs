@@ -13,6 +13,8 @@ struct Node {
     range: (u32, u32),
     parent: Option<usize>,
     children: Option<(usize, usize)>,
+    /// One of the units the tree was built over.
+    unit: bool,
 }
 
 /// The tree of a set of units that tile 0..m.
@@ -60,6 +62,36 @@ impl ReductionTree {
 
     pub fn children(&self, node: NodeId) -> Option<(NodeId, NodeId)> {
         self.nodes[node].children
+    }
+
+    /// Whether `node` is one of the units the tree was built over.
+    pub fn is_unit(&self, node: NodeId) -> bool {
+        self.nodes[node].unit
+    }
+
+    /// Whether `node` lies within a unit (a unit itself, or a part of one).
+    pub fn within_unit(&self, node: NodeId) -> bool {
+        let mut at = Some(node);
+        while let Some(n) = at {
+            if self.is_unit(n) {
+                return true;
+            }
+            at = self.parent(n);
+        }
+        false
+    }
+
+    /// The units within `node` (itself if it is one or lies within one), left to right.
+    pub fn units_within(&self, node: NodeId) -> Vec<NodeId> {
+        if self.within_unit(node) {
+            return vec![node];
+        }
+        let Some((left, right)) = self.children(node) else {
+            return vec![node];
+        };
+        let mut units = self.units_within(left);
+        units.extend(self.units_within(right));
+        units
     }
 
     /// The other child of `node`'s parent.
@@ -118,6 +150,7 @@ impl ReductionTree {
             range,
             parent,
             children: None,
+            unit: false,
         });
         self.index.insert(range, id);
         id
@@ -126,7 +159,9 @@ impl ReductionTree {
     /// A balanced tree over the units, each unit a balanced tree over its blocks.
     fn over_units(&mut self, units: &[(u32, u32)], parent: Option<NodeId>) -> NodeId {
         if let [(lo, hi)] = units {
-            return self.over_blocks(*lo, *hi, parent);
+            let unit = self.over_blocks(*lo, *hi, parent);
+            self.nodes[unit].unit = true;
+            return unit;
         }
         let range = (units[0].0, units[units.len() - 1].1);
         let id = self.push(range, parent);
@@ -161,6 +196,9 @@ mod tests {
             assert!(tree.node(lo, hi).is_some(), "unit {lo}..{hi} is a node");
         }
         assert_eq!(tree.root().map(|r| tree.range(r)), Some((0, 11)));
+        let is_unit = |lo, hi| tree.node(lo, hi).is_some_and(|n| tree.is_unit(n));
+        assert!(units.iter().all(|&(lo, hi)| is_unit(lo, hi)));
+        assert!(!is_unit(0, 6) && !is_unit(0, 1) && !is_unit(1, 3));
         for b in 0..11 {
             assert!(tree.node(b, b + 1).is_some(), "leaf {b}");
         }
@@ -184,6 +222,23 @@ mod tests {
         assert_eq!(ranges(&[4, 5, 0]), vec![(0, 1), (4, 6)]);
         assert_eq!(ranges(&[3, 5]), vec![(3, 4), (5, 6)]);
         assert!(ranges(&[]).is_empty());
+    }
+
+    #[test]
+    fn nodes_above_units_split_into_their_units() {
+        let tree = ReductionTree::new(&[(0, 3), (3, 6), (6, 7)]);
+        let units = |lo, hi| -> Vec<(u32, u32)> {
+            let node = tree.node(lo, hi).unwrap();
+            tree.units_within(node)
+                .into_iter()
+                .map(|n| tree.range(n))
+                .collect()
+        };
+        assert_eq!(units(0, 7), vec![(0, 3), (3, 6), (6, 7)]);
+        assert_eq!(units(0, 3), vec![(0, 3)]);
+        assert_eq!(units(1, 3), vec![(1, 3)], "a part of a unit stays whole");
+        assert!(tree.within_unit(tree.node(4, 6).unwrap()));
+        assert!(!tree.within_unit(tree.root().unwrap()));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The TrainingJob resource: what users `kubectl apply`. Validation lives on the types, so the
 //! apiserver itself rejects a job whose coverage bound cannot hold.
 
-use anyk_core::{Numerics, OptimizerKind};
+use anyk_core::{GradientPrecision, Numerics, OptimizerKind};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -175,7 +175,8 @@ fn default_hidden() -> u32 {
 /// the job exists: a resumed job must compute what the uninterrupted one would have.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("has(self.checkpointClaim) == has(oldSelf.checkpointClaim) && (!has(self.checkpointClaim) || self.checkpointClaim == oldSelf.checkpointClaim)").message("training.checkpointClaim is immutable: the server resumes from the checkpoint in that claim"),
-    validation = Rule::new("has(self.clipNorm) == has(oldSelf.clipNorm) && (!has(self.clipNorm) || self.clipNorm == oldSelf.clipNorm)").message("training.clipNorm is immutable: a changed clip would silently break bit-identical resumes"))]
+    validation = Rule::new("has(self.clipNorm) == has(oldSelf.clipNorm) && (!has(self.clipNorm) || self.clipNorm == oldSelf.clipNorm)").message("training.clipNorm is immutable: a changed clip would silently break bit-identical resumes"),
+    validation = Rule::new("!(self.strict && self.gradientPrecision == 'bf16')").message("training.gradientPrecision bf16 cannot be combined with strict: strict mode compares each block's f32 bits from two holders"))]
 #[serde(rename_all = "camelCase")]
 pub struct Training {
     /// Total training steps.
@@ -222,6 +223,12 @@ pub struct Training {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self > 0.0").message("clipNorm must be positive"))]
     pub clip_norm: Option<f64>,
+    /// What workers send a whole reduction unit's gradient sum in: `f32` (default), or `bf16`:
+    /// each unit's sum rounded to nearest even, half the bytes per push. Deterministic (the same
+    /// bits under any arrival order and failure), but not the bits of an f32 job. Not with strict.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("training.gradientPrecision is immutable: changed rounding would silently break bit-identical resumes"))]
+    pub gradient_precision: GradientPrecision,
 }
 
 impl Default for Training {
@@ -238,6 +245,7 @@ impl Default for Training {
             numerics: Numerics::Reproducible,
             strict: false,
             clip_norm: None,
+            gradient_precision: GradientPrecision::F32,
         }
     }
 }

@@ -98,6 +98,14 @@ async fn the_apiserver_enforces_the_coverage_bound_ranges_and_immutability() {
             json!({ "training": { "clipNorm": 0.0 } }),
             "clipNorm must be positive",
         ),
+        (
+            json!({ "training": { "gradientPrecision": "fp8" } }),
+            r#"supported values: "f32", "bf16""#,
+        ),
+        (
+            json!({ "training": { "gradientPrecision": "bf16", "strict": true } }),
+            "training.gradientPrecision bf16 cannot be combined with strict",
+        ),
         // Accepted by every other rule until the status bound (m = 65536, r = 8 once was).
         (
             json!({ "dataset": { "blocks": 65536 }, "replication": 8 }),
@@ -165,6 +173,10 @@ async fn the_apiserver_enforces_the_coverage_bound_ranges_and_immutability() {
         (
             json!({ "training": { "clipNorm": 1.0 } }),
             "training.clipNorm is immutable",
+        ),
+        (
+            json!({ "training": { "gradientPrecision": "bf16" } }),
+            "training.gradientPrecision is immutable",
         ),
         (
             json!({ "training": { "steps": 999 } }),

@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 
-use anyk_core::{ModelContract, Numerics, OptimizerKind};
+use anyk_core::{GradientPrecision, ModelContract, Numerics, OptimizerKind};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 
@@ -38,6 +38,12 @@ fn optimizer_parser() -> impl TypedValueParser<Value = OptimizerKind> {
 /// `--numerics`: the names come from [`Numerics`].
 fn numerics_parser() -> impl TypedValueParser<Value = Numerics> {
     PossibleValuesParser::new(Numerics::ALL.map(Numerics::as_str)).try_map(|name| name.parse::<Numerics>())
+}
+
+/// `--gradient-precision`: the names come from [`GradientPrecision`].
+pub fn precision_parser() -> impl TypedValueParser<Value = GradientPrecision> {
+    PossibleValuesParser::new(GradientPrecision::ALL.map(GradientPrecision::as_str))
+        .try_map(|name| name.parse::<GradientPrecision>())
 }
 
 /// `--contract`: the names come from [`ModelContract`].
@@ -102,6 +108,11 @@ pub struct ServerLaunch {
     /// f64 in index order). Off when absent.
     #[arg(long, env = "ANYK_CLIP_NORM", value_parser = positive_f32)]
     pub clip_norm: Option<f32>,
+    /// What workers send a whole unit's gradient sum in: f32, or bf16 (rounded to nearest even
+    /// at each reduction unit: half the bytes; deterministic, but not the bits of an f32 job).
+    /// Not with --strict.
+    #[arg(long, env = "ANYK_GRADIENT_PRECISION", value_parser = precision_parser(), default_value_t = GradientPrecision::F32)]
+    pub gradient_precision: GradientPrecision,
     /// Who the job is (the operator passes the TrainingJob's UID): checkpoints record it, and a
     /// server of another job refuses to resume them.
     #[arg(long, env = "ANYK_JOB_ID")]
@@ -140,6 +151,7 @@ impl ServerLaunch {
             strict: false,
             faulty_after: defaults::FAULTY_AFTER,
             clip_norm: None,
+            gradient_precision: GradientPrecision::F32,
             job_id: None,
             control_listen: None,
             health_listen: None,
@@ -162,6 +174,7 @@ impl ServerLaunch {
             ("--max-message-bytes", self.max_message_bytes.to_string()),
             ("--strict", self.strict.to_string()),
             ("--faulty-after", self.faulty_after.to_string()),
+            ("--gradient-precision", self.gradient_precision.to_string()),
         ]);
         if let Some(dir) = &self.checkpoint_dir {
             args.extend(flags([("--checkpoint-dir", path(dir))]));

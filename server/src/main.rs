@@ -51,7 +51,9 @@ async fn run(args: ServerLaunch) -> Result<(), Box<dyn std::error::Error>> {
         strict: args.strict,
         faulty_after: args.faulty_after,
         clip_norm: args.clip_norm,
+        gradients: args.gradient_precision,
     };
+    settings.check()?;
     let store = args.checkpoint_dir.map(CheckpointStore::new);
     let state = ServerState::guarded(load_trainer(settings, store.as_ref())?, store, guard);
     let endpoints = Endpoints {

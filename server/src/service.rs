@@ -6,9 +6,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use anyk_core::GradientPrecision;
 use anyk_proto::v1::{
-    GradientRequest, GradientResponse, InitializeRequest, InitializeResponse, JoinRequest, JoinResponse,
-    Progress, SubscribeRequest, TrainingSettings, WorkerEvent, training_server::Training,
+    DataType, GradientRequest, GradientResponse, InitializeRequest, InitializeResponse, JoinRequest,
+    JoinResponse, Progress, SubscribeRequest, TrainingSettings, WorkerEvent, training_server::Training,
     worker_event::Event,
 };
 use tokio::sync::mpsc;
@@ -247,6 +248,10 @@ impl Training for TrainingService {
             total_steps: s.total_steps,
             blocks: s.blocks,
             strict: s.strict,
+            gradient_dtype: match s.gradients {
+                GradientPrecision::F32 => DataType::F32,
+                GradientPrecision::Bf16 => DataType::Bf16,
+            } as i32,
         };
         tracing::info!(worker = req.worker, needs_init, "worker joined");
         Ok(Response::new(JoinResponse {

@@ -1,5 +1,6 @@
 //! What a job trains: fixed when the server starts.
 
+use anyk_core::GradientPrecision;
 use anyk_core::job::JobConfig;
 use anyk_core::optimizer::OptimizerConfig;
 
@@ -23,6 +24,9 @@ pub struct Settings {
     /// Scale each step's reduced gradient down to this L2 norm when it is longer (`None`: no
     /// clipping). Deterministic: the norm is summed in f64 in index order.
     pub clip_norm: Option<f32>,
+    /// What a whole unit's gradient sum travels in (docs/design.md, "Reduced-precision
+    /// gradients"); the server rounds units assembled from parts itself.
+    pub gradients: GradientPrecision,
 }
 
 impl Settings {
@@ -41,7 +45,16 @@ impl Settings {
             strict: false,
             faulty_after: 2,
             clip_norm: None,
+            gradients: GradientPrecision::F32,
         }
+    }
+
+    /// Why these settings cannot train, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.strict && self.gradients == GradientPrecision::Bf16 {
+            return Err("bf16 gradients cannot be combined with strict mode: strict mode accepts a block once two holders sent the same f32 bits, block by block, and bf16 rounds whole units".into());
+        }
+        Ok(())
     }
 
     /// What decides the result, as checkpoints record it and a resume compares it (total steps,
@@ -53,6 +66,7 @@ impl Settings {
             batch: self.batch_size,
             blocks: self.blocks,
             optimizer: self.optimizer,
+            gradients: self.gradients,
         }
     }
 }

@@ -14,20 +14,22 @@ pub fn decode(tensor: Option<&Tensor>, want: usize) -> Result<Vec<f32>, RequestE
 /// part that keeps its bytes: its dtype, size and finiteness checked, nothing copied.
 pub fn checked_part(tensor: Option<&Tensor>) -> Result<Part, RequestError> {
     let tensor = tensor.ok_or(RequestError::MissingTensor)?;
-    if tensor.dtype != DataType::F32 as i32 {
-        return Err(RequestError::UnsupportedDtype(tensor.dtype));
-    }
-    // Sizes are checked before anything is decoded, so a wrong tensor costs no copy.
-    if tensor.length.checked_mul(4) != Some(tensor.data.len() as u64) {
-        return Err(RequestError::RaggedTensor {
-            length: tensor.length,
-            bytes: tensor.data.len(),
-        });
-    }
-    let part = Part::wire(tensor.data.clone()).map_err(|_| RequestError::RaggedTensor {
+    // A whole unit's sum may come as bf16 (the aggregator checks that the job and the part
+    // allow it); everything else is f32.
+    let (width, wire): (u64, fn(_) -> _) = match DataType::try_from(tensor.dtype) {
+        Ok(DataType::F32) => (4, Part::wire),
+        Ok(DataType::Bf16) => (2, Part::wire_bf16),
+        _ => return Err(RequestError::UnsupportedDtype(tensor.dtype)),
+    };
+    let ragged = || RequestError::RaggedTensor {
         length: tensor.length,
         bytes: tensor.data.len(),
-    })?;
+    };
+    // Sizes are checked before anything is decoded, so a wrong tensor costs no copy.
+    if tensor.length.checked_mul(width) != Some(tensor.data.len() as u64) {
+        return Err(ragged());
+    }
+    let part = wire(tensor.data.clone()).map_err(|_| ragged())?;
     if let Some((index, value)) = part.first_non_finite() {
         return Err(RequestError::NotFinite { index, value });
     }

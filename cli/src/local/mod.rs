@@ -16,7 +16,7 @@ mod workdir;
 
 use std::path::PathBuf;
 
-use anyk_core::Numerics;
+use anyk_core::{GradientPrecision, Numerics};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 
@@ -103,6 +103,11 @@ pub struct LocalArgs {
     /// (deterministic; off by default).
     #[arg(long, value_parser = positive)]
     pub clip_norm: Option<f32>,
+    /// What workers send a whole unit's gradient sum in: `f32`, or `bf16` (rounded to nearest
+    /// even at each reduction unit: half the bytes per push; deterministic, but other bits than
+    /// an f32 run's).
+    #[arg(long, value_parser = anyk_proto::launch::precision_parser(), default_value_t = GradientPrecision::F32, conflicts_with = "strict")]
+    pub gradient_precision: GradientPrecision,
     /// `cpu`, `cuda` or `auto`.
     #[arg(long, default_value = "cpu")]
     pub device: String,

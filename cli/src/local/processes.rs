@@ -188,6 +188,7 @@ pub fn server_launch(args: &LocalArgs, checkpoints: &Path, tls: &Path) -> Server
         checkpoint_dir: Some(checkpoints.to_path_buf()),
         strict: args.strict,
         clip_norm: args.clip_norm,
+        gradient_precision: args.gradient_precision,
         ..ServerLaunch::new(args.blocks)
     }
 }

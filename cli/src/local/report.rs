@@ -131,6 +131,9 @@ fn checks_text(args: &LocalArgs) -> String {
     if args.strict {
         parts.push("strict".into());
     }
+    if args.gradient_precision != anyk_core::GradientPrecision::F32 {
+        parts.push(format!("{} gradients", args.gradient_precision));
+    }
     if !args.node_type.is_empty() {
         parts.push(format!("nodes {}", node_type::describe(&args.node_type)));
     }

@@ -46,6 +46,7 @@ pub fn server_pod(job: &TrainingJob, images: &Images) -> Pod {
         checkpoint_every: t.checkpoint_interval,
         strict: t.strict,
         clip_norm: t.clip_norm.map(|c| c as f32),
+        gradient_precision: t.gradient_precision,
         control_listen: Some(([0, 0, 0, 0], CONTROL_PORT).into()),
         health_listen: Some(([0, 0, 0, 0], HEALTH_PORT).into()),
         tls_dir: Some(TLS_DIR.into()),

@@ -51,6 +51,11 @@ fn server_arguments_round_trip() {
     };
     assert_eq!(parse_server(launch.args()), launch);
     assert_eq!(parse_server(ServerLaunch::new(5).args()), ServerLaunch::new(5));
+    let bf16 = ServerLaunch {
+        gradient_precision: anyk_core::GradientPrecision::Bf16,
+        ..ServerLaunch::new(5)
+    };
+    assert_eq!(parse_server(bf16.args()), bf16);
 }
 
 #[test]

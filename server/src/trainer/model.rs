@@ -136,7 +136,7 @@ impl Model {
             }
         };
         self.round = (self.step < settings.total_steps).then(|| Round {
-            aggregator: StepAggregator::new(tree, self.params.len()),
+            aggregator: StepAggregator::new(tree, self.params.len()).with_precision(settings.gradients),
             timed,
             released: now,
             contributors: BTreeSet::new(),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyk_core::ReductionTree;
 use anyk_core::minibatch::minibatch;
-use anyk_proto::v1::{GradientRequest, GradientResponse, Tensor};
+use anyk_proto::v1::{DataType, GradientRequest, GradientResponse, Tensor};
 use tonic::{Code, Status};
 
 use super::{Events, RunError, Worker};
@@ -87,10 +87,16 @@ impl Worker<'_> {
                 return Ok(Some(StepEnd::Finished));
             }
         }
-        let nodes = if self.settings.strict {
+        let nodes: Vec<_> = if self.settings.strict {
             blocks.iter().filter_map(|&b| tree.node(b, b + 1)).collect()
         } else {
             tree.cover(|b| leaves.contains_key(&b))
+        };
+        // With bf16 gradients each unit is rounded on its own: a subtree above units goes
+        // unit by unit (anyk_core::precision).
+        let nodes: Vec<_> = match self.bf16_units() {
+            true => nodes.into_iter().flat_map(|n| tree.units_within(n)).collect(),
+            false => nodes,
         };
         for node in nodes {
             let (lo, hi) = tree.range(node);
@@ -215,7 +221,11 @@ impl Worker<'_> {
         let mut bytes = tensor_to_bytes(gradient)?;
         self.config.corruption.apply_bytes(step, &mut bytes);
         let count = blocks.len() as u64;
-        match self.send(step, blocks, bytes, loss).await {
+        let tensor = match self.is_unit(&blocks) && self.bf16_units() {
+            true => bf16_tensor(&bytes),
+            false => Tensor::from_f32_bytes(bytes),
+        };
+        match self.send(step, blocks, tensor, loss).await {
             Ok(response) => {
                 self.stats.blocks_skipped = self.stats.blocks_skipped.max(response.covered.len() as u64);
                 if response.step_done {
@@ -254,7 +264,7 @@ impl Worker<'_> {
         &mut self,
         step: u64,
         blocks: Vec<u32>,
-        bytes: Vec<u8>,
+        gradient: Tensor,
         loss: f32,
     ) -> Result<GradientResponse, Status> {
         let request = GradientRequest {
@@ -262,7 +272,7 @@ impl Worker<'_> {
             step,
             epoch: self.assignment.epoch,
             blocks,
-            gradient: Some(Tensor::from_f32_bytes(bytes)),
+            gradient: Some(gradient),
             loss,
         };
         self.stats.gradients_sent += 1;
@@ -296,6 +306,21 @@ impl Worker<'_> {
         Ok((gradient, loss, started.elapsed()))
     }
 
+    /// Whether the job's whole units travel as bf16.
+    fn bf16_units(&self) -> bool {
+        self.settings.gradient_dtype == DataType::Bf16 as i32
+    }
+
+    /// Whether `blocks` (consecutive) are exactly one reduction unit.
+    fn is_unit(&mut self, blocks: &[u32]) -> bool {
+        let tree = self.tree();
+        let node = blocks
+            .first()
+            .zip(blocks.last())
+            .and_then(|(&lo, &last)| tree.node(lo, last + 1));
+        node.is_some_and(|n| tree.is_unit(n))
+    }
+
     /// The reduction tree of the current assignment's units (rebuilt only when they change).
     fn tree(&mut self) -> std::sync::Arc<ReductionTree> {
         let bounds = &self.assignment.unit_bounds;
@@ -308,6 +333,17 @@ impl Worker<'_> {
                 tree
             }
         }
+    }
+}
+
+/// Little-endian f32 bytes as a bf16 wire tensor, each value rounded to nearest even (by
+/// anyk_core::precision, the server's own rounding, not libtorch's).
+fn bf16_tensor(f32_le: &[u8]) -> Tensor {
+    let data = anyk_core::precision::bf16_le_from_f32_le(f32_le);
+    Tensor {
+        dtype: DataType::Bf16 as i32,
+        length: (data.len() / 2) as u64,
+        data: data.into(),
     }
 }
 

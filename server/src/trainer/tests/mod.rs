@@ -1,13 +1,15 @@
 //! The state machine driven directly, without gRPC: joining and initial parameters here,
 //! layouts in `layouts.rs`, gradients in `push.rs`, the end of a job and resuming in `resume.rs`,
 //! replica agreement and strict mode in `agreement.rs`, refused input in `bounds.rs`, failed
-//! and clipped steps in `numerics.rs`, the recorded history in `history.rs`.
+//! and clipped steps in `numerics.rs`, the recorded history in `history.rs`, bf16 gradients in
+//! `precision.rs`.
 
 mod agreement;
 mod bounds;
 mod history;
 mod layouts;
 mod numerics;
+mod precision;
 mod push;
 mod resume;
 
