@@ -6,8 +6,8 @@
 //! same way from the same f32 bits, so the final parameters are still bit-identical under any
 //! arrival order and any failure within tolerance. They differ from an f32 job's.
 //!
-//! The rounding is done here, in Rust, on both sides (worker and server), never by libtorch:
-//! its vectorized conversion flushes subnormals on some CPUs and not on others.
+//! The rounding is done here, in Rust, on both sides (worker and server), never by libtorch, so
+//! its bits cannot depend on the conversion kernel libtorch picks for a CPU (invariant 7).
 
 use std::fmt;
 use std::str::FromStr;
