@@ -24,6 +24,7 @@ pub mod job;
 pub mod layout;
 pub mod minibatch;
 pub mod model_contract;
+mod names;
 pub mod numerics;
 pub mod optimizer;
 pub mod part;

@@ -1,8 +1,5 @@
 //! What a model's `forward` takes and returns, which decides how a worker gets a loss from it.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -18,37 +15,10 @@ pub enum ModelContract {
     Loss,
 }
 
-impl ModelContract {
-    pub const ALL: [Self; 2] = [Self::Logits, Self::Loss];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Logits => "logits",
-            Self::Loss => "loss",
-        }
-    }
-}
-
-impl fmt::Display for ModelContract {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown model contract {0:?} (expected logits or loss)")]
-pub struct UnknownContract(pub String);
-
-impl FromStr for ModelContract {
-    type Err = UnknownContract;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|c| c.as_str() == name)
-            .ok_or_else(|| UnknownContract(name.to_string()))
-    }
-}
+crate::names::named_values!(ModelContract, UnknownContract, "model contract", {
+    Logits => "logits",
+    Loss => "loss",
+});
 
 #[cfg(test)]
 mod tests {

@@ -3,9 +3,6 @@
 //! first copy to arrive decides the model. The reproducible profile pins every setting that
 //! varies between node types; the worker applies it to itself before libtorch starts.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -39,37 +36,10 @@ pub const REPRODUCIBLE_ENV: [(&str, &str); 8] = [
     ("NVIDIA_TF32_OVERRIDE", "0"),
 ];
 
-impl Numerics {
-    pub const ALL: [Self; 2] = [Self::Reproducible, Self::Native];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Reproducible => "reproducible",
-            Self::Native => "native",
-        }
-    }
-}
-
-impl fmt::Display for Numerics {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown numerics profile {0:?} (expected reproducible or native)")]
-pub struct UnknownNumerics(pub String);
-
-impl FromStr for Numerics {
-    type Err = UnknownNumerics;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|n| n.as_str() == name)
-            .ok_or_else(|| UnknownNumerics(name.to_string()))
-    }
-}
+crate::names::named_values!(Numerics, UnknownNumerics, "numerics profile", {
+    Reproducible => "reproducible",
+    Native => "native",
+});
 
 #[cfg(test)]
 mod tests {

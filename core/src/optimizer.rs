@@ -1,9 +1,6 @@
 //! Optimizers on flat f32 parameter vectors. Plain Rust arithmetic in a fixed order, so the
 //! parameter server's update is deterministic and checkpointable without libtorch.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 use crate::tensor_bytes::first_non_finite;
@@ -19,44 +16,18 @@ pub enum OptimizerKind {
     Sgd,
 }
 
+crate::names::named_values!(OptimizerKind, UnknownOptimizer, "optimizer", {
+    Adam => "adam",
+    Sgd => "sgd",
+});
+
 impl OptimizerKind {
-    pub const ALL: [Self; 2] = [Self::Adam, Self::Sgd];
-
-    /// The name on the command line and in the CRD.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Adam => "adam",
-            Self::Sgd => "sgd",
-        }
-    }
-
     /// The configuration of this rule; `momentum` applies to SGD only.
     pub fn config(self, lr: f32, momentum: f32) -> OptimizerConfig {
         match self {
             Self::Adam => OptimizerConfig::adam(lr),
             Self::Sgd => OptimizerConfig::sgd(lr, momentum),
         }
-    }
-}
-
-impl fmt::Display for OptimizerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown optimizer {0:?} (expected adam or sgd)")]
-pub struct UnknownOptimizer(pub String);
-
-impl FromStr for OptimizerKind {
-    type Err = UnknownOptimizer;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == name)
-            .ok_or_else(|| UnknownOptimizer(name.to_string()))
     }
 }
 

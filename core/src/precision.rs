@@ -9,9 +9,6 @@
 //! The rounding is done here, in Rust, on both sides (worker and server), never by libtorch, so
 //! its bits cannot depend on the conversion kernel libtorch picks for a CPU (invariant 7).
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -25,37 +22,10 @@ pub enum GradientPrecision {
     Bf16,
 }
 
-impl GradientPrecision {
-    pub const ALL: [Self; 2] = [Self::F32, Self::Bf16];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::F32 => "f32",
-            Self::Bf16 => "bf16",
-        }
-    }
-}
-
-impl fmt::Display for GradientPrecision {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown gradient precision {0:?} (expected f32 or bf16)")]
-pub struct UnknownPrecision(pub String);
-
-impl FromStr for GradientPrecision {
-    type Err = UnknownPrecision;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str() == name)
-            .ok_or_else(|| UnknownPrecision(name.to_string()))
-    }
-}
+crate::names::named_values!(GradientPrecision, UnknownPrecision, "gradient precision", {
+    F32 => "f32",
+    Bf16 => "bf16",
+});
 
 /// The bfloat16 nearest to `x`, ties to even (the upper 16 bits of the rounded f32). A NaN
 /// stays a NaN; a value within half a bf16 step of f32's largest rounds to infinity, which the

@@ -133,6 +133,18 @@ fn the_server_gets_the_training_settings() {
     }
     let worker = args(&children::worker_pod(&job, 0, &images())).join(" ");
     assert!(worker.contains("--numerics native"), "{worker}");
+    let default_server = args(&children::server_pod(&job_default(), &images())).join(" ");
+    assert!(
+        default_server.contains("--gradient-precision f32"),
+        "{default_server}"
+    );
+    let bf16 = self::job(
+        json!({ "training": { "steps": 500, "batch": 16, "optimizer": "adam",
+        "learningRate": 0.01, "momentum": 0.9, "seed": 1, "checkpointInterval": 25,
+        "gradientPrecision": "bf16" } }),
+    );
+    let bf16_server = args(&children::server_pod(&bf16, &images())).join(" ");
+    assert!(bf16_server.contains("--gradient-precision bf16"), "{bf16_server}");
     let default_worker = args(&children::worker_pod(&job_default(), 0, &images())).join(" ");
     assert!(
         default_worker.contains("--numerics reproducible"),
