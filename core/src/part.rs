@@ -168,7 +168,10 @@ impl Part {
                         tensor_bytes::from_bytes(bytes).unwrap_or_default(),
                     )
             }
-            (a @ Repr::Bf16(_), b) | (b, a @ Repr::Bf16(_)) => bits_equal(a.values(), b.values()),
+            // Only strict mode compares copies, and it never takes bf16: decoding both is fine.
+            (a @ Repr::Bf16(_), b) | (b, a @ Repr::Bf16(_)) => {
+                bits_equal(Part(a.clone()).into_values(), Part(b.clone()).into_values())
+            }
             (a, b) => a.le_bytes() == b.le_bytes(),
         }
     }
@@ -181,19 +184,6 @@ impl Repr {
             Repr::Values(_) | Repr::Bf16(_) => &[],
             Repr::Shared(b) => b,
             Repr::Owned(b) => b,
-        }
-    }
-
-    /// Its values one by one (decoded as they go).
-    fn values(&self) -> Box<dyn Iterator<Item = f32> + '_> {
-        match self {
-            Repr::Values(v) => Box::new(v.iter().copied()),
-            Repr::Bf16(b) => Box::new(precision::bf16_le_values(b)),
-            wire => Box::new(
-                tensor_bytes::from_bytes(wire.le_bytes())
-                    .unwrap_or_default()
-                    .into_iter(),
-            ),
         }
     }
 

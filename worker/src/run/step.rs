@@ -221,7 +221,7 @@ impl Worker<'_> {
         let mut bytes = tensor_to_bytes(gradient)?;
         self.config.corruption.apply_bytes(step, &mut bytes);
         let count = blocks.len() as u64;
-        let tensor = match self.is_unit(&blocks) && self.bf16_units() {
+        let tensor = match self.bf16_units() && self.is_unit(&blocks) {
             true => bf16_tensor(&bytes),
             false => Tensor::from_f32_bytes(bytes),
         };
